@@ -1,0 +1,335 @@
+"""The promptable-segmenter contract that every image-encoder registry entry fulfils.
+
+A *segmenter* is SAM or anything shaped like it: an image encoder giving a ``C x h x w`` embedding
+(256 x 64 x 64 for SAM at 1024 px), SAM's prompt encoder and SAM's mask decoder. SCA needs from it,
+per region (paper.md §1, steps 2-4):
+
+- the masks and IoU scores SAM predicts (returned unchanged, multimask output);
+- the OUTPUT tokens of the mask decoder's two-way transformer for [iou, mask x4, prompt tokens];
+- the UPDATED image tokens that transformer returns (not the raw encoder output);
+- the image-wide positional encoding (SAM's random-Fourier PE).
+
+``SamSegmenter`` implements the contract for transformers' ``SamModel`` and any image encoder put in
+front of its prompt encoder and mask decoder. The mask decoder runs unchanged; its transformer's
+inputs and outputs are read with a forward hook, so masks and IoU scores are exactly SAM's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Prompts",
+    "SamSegmenter",
+    "Segmenter",
+    "SegmenterOutput",
+    "check_segmenter",
+]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Prompts and outputs
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class Prompts:
+    """Region prompts for a batch of images, in the segmenter's input frame (pixels of the resized,
+    padded ``image_size`` square). Every region of a batch has the same kinds of prompt.
+
+    boxes: [B, R, 4] float, x0 y0 x1 y1.
+    points: [B, R, P, 2] float, x y.
+    point_labels: [B, R, P] int: 1 foreground, 0 background, -10 padding (ignored).
+    masks: [B, R, 1, 4h, 4w] float mask logits (256 x 256 for SAM), SAM's low-resolution mask prompt.
+    """
+
+    boxes: Tensor | None = None
+    points: Tensor | None = None
+    point_labels: Tensor | None = None
+    masks: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        present = [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None]
+        if not present or all(name == "point_labels" for name, _ in present):
+            raise ValueError("Prompts needs at least one of boxes, points or masks; got none")
+        if self.points is not None and self.point_labels is None:
+            self.point_labels = torch.ones(self.points.shape[:-1], dtype=torch.long, device=self.points.device)
+        expected_dims = {"boxes": 3, "points": 4, "point_labels": 3, "masks": 5}
+        shape = None
+        for name, value in present:
+            if value.dim() != expected_dims[name]:
+                raise ValueError(
+                    f"Prompts.{name} must have {expected_dims[name]} dims {self._shape_doc(name)}; "
+                    f"got shape {tuple(value.shape)}"
+                )
+            if shape is None:
+                shape = tuple(value.shape[:2])
+            elif tuple(value.shape[:2]) != shape:
+                raise ValueError(
+                    f"Prompts.{name} has batch x regions {tuple(value.shape[:2])}, others have {shape}"
+                )
+        if self.boxes is not None and self.boxes.shape[-1] != 4:
+            raise ValueError(f"Prompts.boxes must end in 4 (x0 y0 x1 y1); got shape {tuple(self.boxes.shape)}")
+        if self.points is not None:
+            if self.points.shape[-1] != 2:
+                raise ValueError(f"Prompts.points must end in 2 (x y); got shape {tuple(self.points.shape)}")
+            if tuple(self.point_labels.shape) != tuple(self.points.shape[:-1]):
+                raise ValueError(
+                    f"Prompts.point_labels shape {tuple(self.point_labels.shape)} does not match points "
+                    f"{tuple(self.points.shape)}"
+                )
+        if shape[1] == 0:
+            raise ValueError("Prompts hold zero regions; give at least one box, point or mask per image")
+
+    @staticmethod
+    def _shape_doc(name: str) -> str:
+        return {"boxes": "[B, R, 4]", "points": "[B, R, P, 2]", "point_labels": "[B, R, P]",
+                "masks": "[B, R, 1, H, W]"}[name]
+
+    @property
+    def batch_size(self) -> int:
+        return self._first().shape[0]
+
+    @property
+    def num_regions(self) -> int:
+        return self._first().shape[1]
+
+    def _first(self) -> Tensor:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                return value
+        raise AssertionError("unreachable: validated in __post_init__")
+
+    def map(self, fn) -> Prompts:
+        """Apply ``fn`` to every present tensor (e.g. slicing regions, moving devices)."""
+        return replace(self, **{f.name: fn(getattr(self, f.name)) for f in fields(self)
+                                if getattr(self, f.name) is not None})
+
+    def regions(self, start: int, stop: int) -> Prompts:
+        """Regions ``start:stop`` of every image."""
+        return self.map(lambda t: t[:, start:stop])
+
+    def flatten(self) -> Prompts:
+        """[B, R, ...] -> [B*R, 1, ...]: every region becomes its own single-region batch item."""
+        return self.map(lambda t: t.reshape(t.shape[0] * t.shape[1], 1, *t.shape[2:]))
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Prompts:
+        def move(t: Tensor) -> Tensor:
+            return t.to(device=device, dtype=dtype if t.is_floating_point() and dtype is not None else None)
+
+        return self.map(move)
+
+    def signature(self) -> tuple:
+        """Which prompt kinds are present and how many points: regions with equal signatures batch."""
+        return (
+            self.boxes is not None,
+            None if self.points is None else self.points.shape[2],
+            self.masks is not None,
+        )
+
+
+@dataclass
+class SegmenterOutput:
+    """What a segmenter gives for the regions of a batch of images.
+
+    masks: [B, R, M, 4h, 4w] low-resolution mask logits (M = 3 with multimask output).
+    iou_scores: [B, R, M] predicted mask IoU.
+    tokens: [B, R, T, C] output tokens of the mask decoder's two-way transformer for
+        [iou, mask x (M+1), prompt tokens] (T = 1 + 4 + 2 = 7 for a box prompt with SAM).
+    image_tokens: [B, R, h*w, C] that transformer's updated image tokens, per region.
+    """
+
+    masks: Tensor
+    iou_scores: Tensor
+    tokens: Tensor
+    image_tokens: Tensor
+
+
+# ---------------------------------------------------------------------------------------------------
+# The abstract segmenter
+# ---------------------------------------------------------------------------------------------------
+class Segmenter(nn.Module):
+    """Base class of all image-encoder registry entries.
+
+    Attributes every subclass sets:
+        image_size: input side length S after preprocessing (1024 for SAM).
+        embedding_size: side h = w of the image embedding (64 for SAM).
+        hidden_size: channel count C of the embedding and the decoder (256 for SAM).
+        pixel_mean, pixel_std: per-channel normalisation on the 0-1 scale (ImageNet's for SAM).
+        source: how the weights were obtained ({"weights": hub id | path | None, ...}); recorded in
+            SCA checkpoints so the frozen segmenter is referenced, not copied.
+    """
+
+    image_size: int
+    embedding_size: int
+    hidden_size: int
+    pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.source: dict[str, Any] = {}
+
+    def encode(self, pixel_values: Tensor) -> dict[str, Tensor]:
+        """[B, 3, S, S] normalised pixels -> features {'image_embeddings': [B, C, h, w], ...extras}.
+
+        All values are batch-first tensors, so features can be cached, indexed and concatenated."""
+        raise NotImplementedError
+
+    def decode(self, features: dict[str, Tensor], prompts: Prompts, multimask_output: bool = True) -> SegmenterOutput:
+        raise NotImplementedError
+
+    def image_positional_embeddings(self) -> Tensor:
+        """[1, C, h, w] image-wide positional encoding of the mask decoder."""
+        raise NotImplementedError
+
+    def mixer_block_config(self) -> dict[str, Any]:
+        """Hyper-parameters of the mask decoder's two-way blocks, for the text feature mixer
+        (paper.md §1.5: 'another two-way transformer of the same block type')."""
+        raise NotImplementedError
+
+    def trainable_module_names(self) -> list[str]:
+        """Names of submodules that train with the captioner (e.g. a neck). SAM itself: none."""
+        return []
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+
+def check_segmenter(part: Any, name: str) -> None:
+    """Raise ContractError unless ``part`` honours the Segmenter contract."""
+    from sca.registry import ContractError
+
+    if not isinstance(part, Segmenter):
+        raise ContractError(f"image encoder {name!r} returned {type(part).__name__}, not a Segmenter")
+    for attr in ("image_size", "embedding_size", "hidden_size"):
+        value = getattr(part, attr, None)
+        if not isinstance(value, int) or value <= 0:
+            raise ContractError(f"image encoder {name!r}: {attr} must be a positive int, got {value!r}")
+    if part.image_size % part.embedding_size:
+        raise ContractError(
+            f"image encoder {name!r}: image_size {part.image_size} is not a multiple of embedding_size "
+            f"{part.embedding_size}"
+        )
+    for attr in ("pixel_mean", "pixel_std"):
+        if len(tuple(getattr(part, attr))) != 3:
+            raise ContractError(f"image encoder {name!r}: {attr} must have 3 values")
+    cfg = part.mixer_block_config()
+    missing = {"hidden_size", "num_attention_heads", "mlp_dim", "attention_downsample_rate"} - set(cfg)
+    if missing:
+        raise ContractError(f"image encoder {name!r}: mixer_block_config lacks {sorted(missing)}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# SAM through transformers
+# ---------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _capture_two_way_transformer(transformer: nn.Module):
+    """Record the inputs (point embeddings) and outputs (tokens, updated image tokens) of a mask
+    decoder's two-way transformer during one call of the mask decoder."""
+    record: dict[str, Tensor] = {}
+
+    def hook(module, args, kwargs, output):
+        record["queries"], record["keys"] = output[0], output[1]
+
+    handle = transformer.register_forward_hook(hook, with_kwargs=True)
+    try:
+        yield record
+    finally:
+        handle.remove()
+
+
+class SamSegmenter(Segmenter):
+    """A transformers ``SamModel``-shaped model (``vision_encoder``, ``prompt_encoder``, ``mask_decoder``,
+    ``get_image_wide_positional_embeddings``) as a Segmenter.
+
+    Args:
+        sam: the SAM model (``SamModel``; subclasses handle ``SamHQModel``).
+        image_encoder: optional module to use instead of ``sam.vision_encoder`` (MobileSAM's TinyViT,
+            a timm ViT, a backbone with a neck): ``[B, 3, S, S] -> [B, C, h, w]``. It replaces
+            ``sam.vision_encoder`` so parameter names stay ``sam.vision_encoder.*``.
+        trainable: names of submodules (relative to this segmenter) that train with the captioner.
+    """
+
+    def __init__(self, sam: nn.Module, image_encoder: nn.Module | None = None, trainable: list[str] | None = None):
+        super().__init__()
+        if image_encoder is not None:
+            sam.vision_encoder = image_encoder
+        self.sam = sam
+        cfg = sam.config
+        self.image_size = int(cfg.prompt_encoder_config.image_size)
+        self.embedding_size = int(cfg.prompt_encoder_config.image_embedding_size)
+        self.hidden_size = int(cfg.mask_decoder_config.hidden_size)
+        self._trainable = list(trainable or [])
+
+    # -- contract ---------------------------------------------------------------------------------
+    def encode(self, pixel_values: Tensor) -> dict[str, Tensor]:
+        out = self.sam.vision_encoder(pixel_values)
+        embeddings = out if isinstance(out, Tensor) else out[0]
+        return {"image_embeddings": embeddings}
+
+    def image_positional_embeddings(self) -> Tensor:
+        return self.sam.get_image_wide_positional_embeddings()
+
+    def mixer_block_config(self) -> dict[str, Any]:
+        c = self.sam.config.mask_decoder_config
+        return {
+            "hidden_size": c.hidden_size,
+            "num_attention_heads": c.num_attention_heads,
+            "mlp_dim": c.mlp_dim,
+            "attention_downsample_rate": c.attention_downsample_rate,
+            "hidden_act": c.hidden_act,
+            "layer_norm_eps": c.layer_norm_eps,
+        }
+
+    def trainable_module_names(self) -> list[str]:
+        return list(self._trainable)
+
+    def decode(self, features: dict[str, Tensor], prompts: Prompts, multimask_output: bool = True) -> SegmenterOutput:
+        embeddings = features["image_embeddings"]
+        batch, regions = prompts.batch_size, prompts.num_regions
+        if embeddings.shape[0] != batch:
+            raise ValueError(
+                f"features hold {embeddings.shape[0]} images but prompts are for {batch} images"
+            )
+        # Every region becomes its own batch item: [B*R, 1, ...]. This is the same computation as
+        # SAM's point batch (its mask decoder repeats the image embedding per region) and lets a
+        # mask prompt be given per region (SAM's dense prompt is per batch item).
+        flat = prompts.flatten()
+        embeddings = embeddings.repeat_interleave(regions, dim=0)
+        extra = {k: v.repeat_interleave(regions, dim=0) for k, v in features.items() if k != "image_embeddings"}
+        sparse, dense = self.sam.prompt_encoder(
+            input_points=flat.points,
+            input_labels=flat.point_labels,
+            input_boxes=flat.boxes,  # [B*R, 1, 4]
+            input_masks=None if flat.masks is None else flat.masks[:, 0],
+        )
+        image_pe = self.image_positional_embeddings().expand(embeddings.shape[0], -1, -1, -1)
+        with _capture_two_way_transformer(self.sam.mask_decoder.transformer) as rec:
+            masks, iou = self._run_mask_decoder(embeddings, image_pe, sparse, dense, multimask_output, extra)
+        tokens = rec["queries"]  # [B*R, 1, T, C]
+        keys = rec["keys"]  # [B*R, 1, h*w, C]
+        return SegmenterOutput(
+            masks=masks.reshape(batch, regions, *masks.shape[2:]),
+            iou_scores=iou.reshape(batch, regions, iou.shape[-1]),
+            tokens=tokens.reshape(batch, regions, *tokens.shape[2:]),
+            image_tokens=keys.reshape(batch, regions, *keys.shape[2:]),
+        )
+
+    def _run_mask_decoder(self, embeddings, image_pe, sparse, dense, multimask_output, extra):
+        return self.sam.mask_decoder(
+            image_embeddings=embeddings,
+            image_positional_embeddings=image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )

@@ -1,0 +1,148 @@
+"""SAM ViT-B / ViT-L / ViT-H through transformers' ``SamModel``, and a tiny SAM for tests.
+
+Weights (option ``weights``):
+- ``None``: random initialisation (tests, parameter counts on the meta device, or training the tiny
+  SAM of the embedded default);
+- a tag (``"sa1b"``): the released SAM weights of that size on the Hugging Face hub;
+- a hub id or a local Hugging Face folder (``config.json`` + safetensors);
+- a local original SAM checkpoint file (``sam_vit_h_4b8939.pth`` layout, or the same keys in a
+  ``.safetensors`` file), converted on load by ``sca.models.segmenters.convert``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import SamConfig, SamMaskDecoderConfig, SamModel, SamPromptEncoderConfig, SamVisionConfig
+
+from sca.registry import IMAGE_ENCODERS
+
+from .base import SamSegmenter
+
+# Facts from facebookresearch/segment-anything build_sam.py: (width, depth, heads, global attention).
+SAM_SIZES = {
+    "b": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, global_attn_indexes=[2, 5, 8, 11]),
+    "l": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, global_attn_indexes=[5, 11, 17, 23]),
+    "h": dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, global_attn_indexes=[7, 15, 23, 31]),
+}
+SAM_HUB_IDS = {"b": "facebook/sam-vit-base", "l": "facebook/sam-vit-large", "h": "facebook/sam-vit-huge"}
+# The original checkpoints (segment-anything README); the hex suffix is part of the released name.
+SAM_ORIGINAL_URLS = {
+    "b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+    "l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+    "h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+}
+
+
+def sam_config(size: str, image_size: int = 1024) -> SamConfig:
+    """The SamConfig of SAM ViT-{size}: patch 16, window 14, 256-channel neck, 2-layer decoder."""
+    vision = SamVisionConfig(image_size=image_size, output_channels=256, num_pos_feats=128, **SAM_SIZES[size])
+    prompt = SamPromptEncoderConfig(image_size=image_size, hidden_size=256, patch_size=16)
+    decoder = SamMaskDecoderConfig(hidden_size=256, mlp_dim=2048, num_hidden_layers=2, num_attention_heads=8)
+    return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+
+
+def tiny_sam_config(
+    image_size: int = 64,
+    patch_size: int = 8,
+    hidden_size: int = 32,
+    vision_hidden_size: int = 32,
+    vision_layers: int = 2,
+    vision_heads: int = 2,
+    decoder_heads: int = 4,
+    window_size: int = 4,
+) -> SamConfig:
+    """A SAM of the same design at toy size (transformers' own tests use hidden 36, image 24)."""
+    vision = SamVisionConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=vision_hidden_size,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=vision_heads,
+        output_channels=hidden_size,
+        num_pos_feats=hidden_size // 2,  # must be output_channels // 2
+        window_size=window_size,
+        global_attn_indexes=[vision_layers - 1],
+        mlp_ratio=2.0,
+    )
+    prompt = SamPromptEncoderConfig(image_size=image_size, patch_size=patch_size, hidden_size=hidden_size,
+                                    mask_input_channels=8)
+    decoder = SamMaskDecoderConfig(
+        hidden_size=hidden_size, mlp_dim=4 * hidden_size, num_hidden_layers=2, num_attention_heads=decoder_heads,
+        iou_head_hidden_dim=hidden_size,
+    )
+    return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+
+
+def load_sam_model(
+    config: SamConfig,
+    weights: str | None,
+    *,
+    tags: dict[str, str] | None = None,
+    dtype: torch.dtype | str | None = None,
+    model_cls: type = SamModel,
+):
+    """Build ``model_cls`` from ``config`` (random init) or load ``weights`` (tag, hub id, folder, file)."""
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    if weights is None:
+        model = model_cls(config)
+        return model.to(dtype) if dtype is not None else model
+    weights = (tags or {}).get(weights, weights)
+    path = Path(weights).expanduser()
+    if path.is_file():
+        from .convert import load_original_sam_checkpoint
+
+        model = model_cls(config)
+        load_original_sam_checkpoint(model, path)
+        return model.to(dtype) if dtype is not None else model
+    if path.is_dir() or "/" in weights:
+        # A local Hugging Face folder or a hub id.
+        return model_cls.from_pretrained(str(path) if path.is_dir() else weights, dtype=dtype)
+    raise FileNotFoundError(
+        f"SAM weights {weights!r} are neither a file, a folder, a hub id (owner/name) nor a tag "
+        f"({', '.join(sorted(tags or {})) or 'none'})"
+    )
+
+
+def _register_size(size: str) -> None:
+    name = f"sam-vit-{size}"
+
+    def factory(*, weights: str | None = None, dtype: str | None = None, image_size: int = 1024) -> SamSegmenter:
+        segmenter = SamSegmenter(
+            load_sam_model(sam_config(size, image_size), weights, tags={"sa1b": SAM_HUB_IDS[size]}, dtype=dtype)
+        )
+        segmenter.source = {"weights": weights}
+        return segmenter
+
+    factory.__doc__ = (
+        f"SAM ViT-{size.upper()} (transformers SamModel). weights: None (random), 'sa1b' "
+        f"({SAM_HUB_IDS[size]}), a hub id, a local HF folder or an original checkpoint file "
+        f"({Path(SAM_ORIGINAL_URLS[size]).name})."
+    )
+    factory.__name__ = name.replace("-", "_")
+    IMAGE_ENCODERS.register(name, paper=True)(factory)
+
+
+for _size in SAM_SIZES:
+    _register_size(_size)
+
+
+@IMAGE_ENCODERS.register("tiny-sam", tiny=True)
+def tiny_sam(
+    *,
+    weights: str | None = None,
+    image_size: int = 64,
+    patch_size: int = 8,
+    hidden_size: int = 32,
+    vision_hidden_size: int = 32,
+    vision_layers: int = 2,
+    dtype: str | None = None,
+) -> SamSegmenter:
+    """Tiny random SAM (transformers SamModel) for tests and the embedded default; same code paths as SAM."""
+    config = tiny_sam_config(image_size=image_size, patch_size=patch_size, hidden_size=hidden_size,
+                             vision_hidden_size=vision_hidden_size, vision_layers=vision_layers)
+    segmenter = SamSegmenter(load_sam_model(config, weights, dtype=dtype))
+    segmenter.source = {"weights": weights}
+    return segmenter
