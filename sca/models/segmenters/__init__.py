@@ -3,6 +3,6 @@
 from .base import Prompts, SamSegmenter, Segmenter, SegmenterOutput, check_segmenter
 
 # Importing the entry modules registers them.
-from . import sam  # noqa: E402,F401  isort: skip
+from . import sam  # noqa: F401  isort: skip
 
 __all__ = ["Prompts", "SamSegmenter", "Segmenter", "SegmenterOutput", "check_segmenter"]

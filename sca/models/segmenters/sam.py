@@ -110,9 +110,8 @@ def _register_size(size: str) -> None:
     name = f"sam-vit-{size}"
 
     def factory(*, weights: str | None = None, dtype: str | None = None, image_size: int = 1024) -> SamSegmenter:
-        segmenter = SamSegmenter(
-            load_sam_model(sam_config(size, image_size), weights, tags={"sa1b": SAM_HUB_IDS[size]}, dtype=dtype)
-        )
+        config = sam_config(size, image_size)
+        segmenter = SamSegmenter(load_sam_model(config, weights, tags={"sa1b": SAM_HUB_IDS[size]}, dtype=dtype))
         segmenter.source = {"weights": weights}
         return segmenter
 
@@ -144,5 +143,22 @@ def tiny_sam(
     config = tiny_sam_config(image_size=image_size, patch_size=patch_size, hidden_size=hidden_size,
                              vision_hidden_size=vision_hidden_size, vision_layers=vision_layers)
     segmenter = SamSegmenter(load_sam_model(config, weights, dtype=dtype))
+    segmenter.source = {"weights": weights}
+    return segmenter
+
+
+@IMAGE_ENCODERS.register("sam")
+def sam_any(*, sam_config: dict | None = None, weights: str | None = None, dtype: str | None = None) -> SamSegmenter:
+    """SAM of any size: from a SamConfig dict (random init, or weights loaded into it) or from weights alone."""
+    if sam_config is None and weights is None:
+        raise ValueError("image encoder 'sam' needs sam_config (a SamConfig dict) or weights")
+    if sam_config is None and Path(weights).expanduser().is_file():
+        raise ValueError(
+            f"image encoder 'sam' cannot tell the size of the original checkpoint {weights!r}: use "
+            "sam-vit-b, sam-vit-l or sam-vit-h, or give sam_config"
+        )
+    config = SamConfig.from_dict(sam_config) if sam_config is not None else None
+    model = load_sam_model(config, weights, dtype=dtype)
+    segmenter = SamSegmenter(model)
     segmenter.source = {"weights": weights}
     return segmenter

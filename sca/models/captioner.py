@@ -1,0 +1,310 @@
+"""The SCA captioner: frozen SAM -> text feature mixer -> projection -> frozen causal LM (paper.md §1-2).
+
+Regions are handled flat: a batch holds B images and N regions, each region pointing at its image
+through ``image_index`` [N]. The image is encoded once; every region is decoded by SAM on its own
+(as SAM's point batch does), so regions of different images and numbers of regions per image mix
+freely, and a region's result never depends on the others in its batch.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sca.models.config import SCAConfig
+from sca.models.lms import LanguageModel
+from sca.models.mixer import TextFeatureMixer, init_new_module
+from sca.models.segmenters.base import Prompts, Segmenter, SegmenterOutput
+from sca.models.text import IGNORE_INDEX, CaptionBatch
+
+__all__ = ["CaptionResult", "SCAModel", "SCAOutput", "flatten_regions"]
+
+
+@dataclass
+class SCAOutput:
+    """loss: scalar caption loss (when captions were given).
+    logits: [N, L, V] fp32 logits at the positions that predict the caption tokens (if asked).
+    masks: [N, M, 4h, 4w] SAM's low-res mask logits; iou_scores: [N, M]."""
+
+    loss: Tensor | None
+    logits: Tensor | None
+    masks: Tensor
+    iou_scores: Tensor
+
+
+@dataclass
+class CaptionResult:
+    """token_ids: per region the generated ids (EOS and padding removed); captions: decoded text;
+    masks: [N, M, 4h, 4w] low-res mask logits; iou_scores: [N, M]."""
+
+    token_ids: list[list[int]]
+    captions: list[str]
+    masks: Tensor
+    iou_scores: Tensor
+
+
+def flatten_regions(prompts: Prompts, image_index: Tensor | None) -> tuple[Prompts, Tensor]:
+    """Prompts [B, R, ...] (or [N, 1, ...] with ``image_index`` [N]) -> flat prompts [N, 1, ...] and
+    the image of every region [N]."""
+    if image_index is None:
+        b, r = prompts.batch_size, prompts.num_regions
+        device = prompts._first().device
+        return prompts.flatten(), torch.arange(b, device=device).repeat_interleave(r)
+    if prompts.num_regions != 1:
+        raise ValueError(
+            f"with image_index, prompts must be flat [N, 1, ...]; got {prompts.num_regions} regions per item"
+        )
+    if image_index.dim() != 1 or image_index.shape[0] != prompts.batch_size:
+        raise ValueError(
+            f"image_index must be [N={prompts.batch_size}], got shape {tuple(image_index.shape)}"
+        )
+    return prompts, image_index
+
+
+class SCAModel(nn.Module):
+    """Segment and Caption Anything.
+
+    Build from a config (parts come from the registries) or hand in built parts:
+    ``SCAModel(SCAConfig(...))`` or ``SCAModel(config, segmenter=..., language_model=...)``.
+
+    Trainable by default (paper.md §1): the mixer, its caption queries, the task tokens and the
+    projection (+ any segmenter module the segmenter declares trainable, e.g. a backbone's neck;
+    + the LM when ``config.freeze_lm`` is False).
+    """
+
+    def __init__(
+        self,
+        config: SCAConfig,
+        *,
+        segmenter: Segmenter | None = None,
+        language_model: LanguageModel | None = None,
+    ):
+        super().__init__()
+        from sca.models import load_registries
+
+        image_encoders, language_models = load_registries()
+        self.config = config
+        if segmenter is None:
+            name, options = config.part_options("image_encoder")
+            segmenter = image_encoders.build(name, **options)
+        if language_model is None:
+            name, options = config.part_options("language_model")
+            language_model = language_models.build(name, **options)
+        self.segmenter = segmenter
+        self.lm = language_model
+        block = segmenter.mixer_block_config()
+        self.mixer = TextFeatureMixer(
+            hidden_size=block["hidden_size"],
+            num_layers=config.num_mixer_layers,
+            num_queries=config.num_caption_queries,
+            num_attention_heads=block["num_attention_heads"],
+            mlp_dim=block["mlp_dim"],
+            attention_downsample_rate=block["attention_downsample_rate"],
+            hidden_act=block.get("hidden_act", "relu"),
+            layer_norm_eps=block.get("layer_norm_eps", 1e-6),
+            use_sam_tokens=config.use_sam_tokens,
+        )
+        h = language_model.hidden_size
+        # paper.md §1.6-1.7: one Linear(C, H) applied to every query; 2 tasks x 6 tokens in LM space.
+        self.projection = nn.Linear(block["hidden_size"], h)
+        self.task_tokens = nn.Embedding(config.num_tasks * config.num_task_tokens, h)
+        init_new_module(self.projection)
+        init_new_module(self.task_tokens)
+        self.freeze()
+        self._lm_logits_to_keep = "logits_to_keep" in inspect.signature(self.lm.model.forward).parameters
+
+    # -- parameters ---------------------------------------------------------------------------------
+    def freeze(self) -> None:
+        """Apply the config's freezing: SAM frozen (but its declared trainable modules), LM per config."""
+        for p in self.segmenter.parameters():
+            p.requires_grad_(False)
+        for name in self.segmenter.trainable_module_names():
+            for p in self.segmenter.get_submodule(name).parameters():
+                p.requires_grad_(True)
+        for p in self.lm.parameters():
+            p.requires_grad_(not self.config.freeze_lm)
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """The parameters that train (and so must be saved): name -> tensor."""
+        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    @property
+    def device(self) -> torch.device:
+        return self.projection.weight.device
+
+    @property
+    def _segmenter_trains(self) -> bool:
+        return self.training and bool(self.segmenter.trainable_module_names())
+
+    # -- the pipeline -------------------------------------------------------------------------------
+    def encode_images(self, pixel_values: Tensor) -> dict[str, Tensor]:
+        """[B, 3, S, S] normalised pixels -> segmenter features (once per image)."""
+        if pixel_values.dim() != 4 or pixel_values.shape[1] != 3:
+            raise ValueError(f"pixel_values must be [B, 3, S, S], got shape {tuple(pixel_values.shape)}")
+        s = self.segmenter.image_size
+        if tuple(pixel_values.shape[-2:]) != (s, s):
+            raise ValueError(
+                f"pixel_values must be {s}x{s} for image encoder {self.config.image_encoder['name']!r}, "
+                f"got {tuple(pixel_values.shape[-2:])}; preprocess with sca.data.transforms"
+            )
+        if not pixel_values.is_floating_point():
+            raise ValueError(f"pixel_values must be a float tensor (normalised), got {pixel_values.dtype}")
+        with torch.set_grad_enabled(self._segmenter_trains and torch.is_grad_enabled()):
+            return self.segmenter.encode(pixel_values.to(self.segmenter.dtype))
+
+    def segment_regions(self, features: dict[str, Tensor], prompts: Prompts, image_index: Tensor) -> SegmenterOutput:
+        """SAM's decoder for flat regions [N, 1, ...]: every region with its own image's features."""
+        region_features = {k: v[image_index] for k, v in features.items()}
+        with torch.set_grad_enabled(self._segmenter_trains and torch.is_grad_enabled()):
+            return self.segmenter.decode(region_features, prompts.to(dtype=self.segmenter.dtype),
+                                         multimask_output=self.config.multimask_output)
+
+    def visual_prefix(self, seg: SegmenterOutput, task_ids: Tensor) -> Tensor:
+        """SAM outputs of N regions + task ids [N] -> LM prefix [N, tasks_tokens + queries, H]
+        = [6 task tokens ; 8 projected caption queries] (paper.md §1.8)."""
+        pe = self.segmenter.image_positional_embeddings()
+        dtype = self.projection.weight.dtype
+        queries = self.mixer(seg.tokens[:, 0].to(dtype), seg.image_tokens[:, 0].to(dtype), pe.to(dtype))
+        lm_dtype = self.lm.model.get_input_embeddings().weight.dtype
+        projected = self.projection(queries).to(lm_dtype)
+        k = self.config.num_task_tokens
+        if task_ids.min() < 0 or task_ids.max() >= self.config.num_tasks:
+            raise ValueError(f"task ids must be in [0, {self.config.num_tasks}) (0 recognition, 1 caption); got {task_ids.tolist()}")
+        rows = task_ids[:, None] * k + torch.arange(k, device=task_ids.device)  # [N, 6]
+        return torch.cat([self.task_tokens(rows).to(lm_dtype), projected], dim=1)
+
+    def _task_ids(self, task_ids: Tensor | int | None, n: int) -> Tensor:
+        if task_ids is None:
+            task_ids = 1  # caption (paper.md §1.7)
+        if isinstance(task_ids, int):
+            return torch.full((n,), task_ids, dtype=torch.long, device=self.device)
+        task_ids = task_ids.reshape(-1).to(self.device)
+        if task_ids.shape[0] != n:
+            raise ValueError(f"got {task_ids.shape[0]} task ids for {n} regions")
+        return task_ids
+
+    def forward(
+        self,
+        *,
+        prompts: Prompts,
+        pixel_values: Tensor | None = None,
+        features: dict[str, Tensor] | None = None,
+        image_index: Tensor | None = None,
+        task_ids: Tensor | int | None = None,
+        captions: CaptionBatch | None = None,
+        return_logits: bool = False,
+    ) -> SCAOutput:
+        """Masks and IoU scores for every region and, given captions, the caption loss (paper.md §2).
+
+        prompts: [B, R, ...], or flat [N, 1, ...] with image_index [N].
+        captions: CaptionBatch with N rows (sca.models.text.encode_captions), aligned with regions.
+        """
+        if features is None:
+            if pixel_values is None:
+                raise ValueError("give pixel_values or precomputed features")
+            features = self.encode_images(pixel_values)
+        prompts, image_index = flatten_regions(prompts.to(self.device), image_index)
+        image_index = image_index.to(self.device)
+        seg = self.segment_regions(features, prompts, image_index)
+        n = image_index.shape[0]
+        loss = logits = None
+        if captions is not None:
+            if captions.input_ids.shape[0] != n:
+                raise ValueError(f"{captions.input_ids.shape[0]} captions for {n} regions")
+            prefix = self.visual_prefix(seg, self._task_ids(task_ids, n))
+            loss, logits = self._caption_loss(prefix, captions.to(self.device), return_logits)
+        return SCAOutput(loss=loss, logits=logits, masks=seg.masks[:, 0], iou_scores=seg.iou_scores[:, 0])
+
+    def _caption_loss(self, prefix: Tensor, captions: CaptionBatch, return_logits: bool):
+        p, length = prefix.shape[1], captions.input_ids.shape[1]
+        embeds = torch.cat([prefix, self.lm.embed(captions.input_ids)], dim=1)
+        attention = torch.cat(
+            [torch.ones(prefix.shape[:2], dtype=captions.attention_mask.dtype, device=prefix.device),
+             captions.attention_mask], dim=1)
+        kwargs = {"logits_to_keep": length + 1} if self._lm_logits_to_keep else {}
+        out = self.lm.model(inputs_embeds=embeds, attention_mask=attention, use_cache=False, **kwargs)
+        # Positions p-1 .. p+L-2 predict caption tokens 0 .. L-1 (the last query predicts word 1).
+        logits = out.logits[:, -(length + 1):-1] if kwargs else out.logits[:, p - 1 : p + length - 1]
+        logits = logits.float()  # paper.md §2: loss on fp32 logits
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), captions.labels.reshape(-1),
+            ignore_index=IGNORE_INDEX, label_smoothing=self.config.label_smoothing,
+        )
+        return loss, (logits if return_logits else None)
+
+    # -- generation ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        *,
+        prompts: Prompts,
+        pixel_values: Tensor | None = None,
+        features: dict[str, Tensor] | None = None,
+        image_index: Tensor | None = None,
+        task_ids: Tensor | int | None = None,
+        num_beams: int = 1,
+        max_new_tokens: int = 20,
+        region_chunk_size: int = 32,
+        **generate_kwargs,
+    ) -> CaptionResult:
+        """Caption every region: the image is encoded once, regions go through SAM, the mixer and the
+        LM in chunks of ``region_chunk_size`` (bounds memory; results do not depend on it).
+        Greedy by default; ``num_beams=3, max_new_tokens=20`` is the paper's evaluation (§5)."""
+        if region_chunk_size < 1:
+            raise ValueError(f"region_chunk_size must be >= 1, got {region_chunk_size}")
+        if features is None:
+            if pixel_values is None:
+                raise ValueError("give pixel_values or precomputed features")
+            features = self.encode_images(pixel_values)
+        prompts, image_index = flatten_regions(prompts.to(self.device), image_index)
+        image_index = image_index.to(self.device)
+        n = image_index.shape[0]
+        task_ids = self._task_ids(task_ids, n)
+        tok = self.lm.require_tokenizer()
+        ids: list[list[int]] = []
+        masks, ious = [], []
+        for start in range(0, n, region_chunk_size):
+            sl = slice(start, min(n, start + region_chunk_size))
+            chunk = prompts.map(lambda t, sl=sl: t[sl])
+            seg = self.segment_regions(features, chunk, image_index[sl])
+            prefix = self.visual_prefix(seg, task_ids[sl])
+            attention = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
+            out = self.lm.model.generate(
+                inputs_embeds=prefix, attention_mask=attention, max_new_tokens=max_new_tokens,
+                num_beams=num_beams, do_sample=False, pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id, **generate_kwargs,
+            )
+            ids.extend(_strip(row, tok.eos_token_id, tok.pad_token_id) for row in out.tolist())
+            masks.append(seg.masks[:, 0])
+            ious.append(seg.iou_scores[:, 0])
+        captions = [tok.decode(row, skip_special_tokens=True).strip() for row in ids]
+        return CaptionResult(ids, captions, torch.cat(masks), torch.cat(ious))
+
+    # -- persistence (sca.models.hub) -------------------------------------------------------------
+    def save_pretrained(self, directory, **kwargs) -> None:
+        from sca.models.hub import save_pretrained
+
+        save_pretrained(self, directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id, **kwargs) -> SCAModel:
+        from sca.models.hub import from_pretrained
+
+        return from_pretrained(path_or_hub_id, **kwargs)
+
+
+def _strip(row: list[int], eos: int, pad: int) -> list[int]:
+    """Generated ids up to (not including) the first EOS."""
+    out = []
+    for t in row:
+        if t == eos:
+            break
+        out.append(t)
+    return out

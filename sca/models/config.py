@@ -1,0 +1,86 @@
+"""SCAConfig: the plain config a captioner is built from, and which a checkpoint records.
+
+Parts are named, not pickled: ``image_encoder`` and ``language_model`` are registry specs
+``{"name": <registry name>, **options}`` (options such as ``weights``), so a checkpoint rebuilds
+itself from its ``config.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+__all__ = ["SCAConfig", "PAPER_CONFIG", "TINY_CONFIG"]
+
+
+@dataclass
+class SCAConfig:
+    """
+    image_encoder: registry spec of the promptable segmenter (SAM ViT-H in the paper).
+    language_model: registry spec of the causal LM (GPT2-large in the paper).
+    num_mixer_layers: text feature mixer depth N (12 in every reported model).
+    num_caption_queries: learned caption queries (8).
+    num_task_tokens: task tokens per task (6); tasks: recognition=0, caption=1.
+    num_tasks: 2.
+    max_caption_tokens: captions are truncated to this many tokens before EOS (18).
+    label_smoothing: of the caption cross-entropy (0.1).
+    freeze_lm: the LM is frozen by default; False tunes it (give it its own learning rate).
+    use_sam_tokens: mixer queries include SAM's output tokens (the paper's final design).
+    multimask_output: SAM returns 3 masks per region (its masks are an output, never supervised).
+    """
+
+    image_encoder: dict[str, Any] = field(default_factory=lambda: {"name": "tiny-sam"})
+    language_model: dict[str, Any] = field(default_factory=lambda: {"name": "tiny-gpt2"})
+    num_mixer_layers: int = 12
+    num_caption_queries: int = 8
+    num_task_tokens: int = 6
+    num_tasks: int = 2
+    max_caption_tokens: int = 18
+    label_smoothing: float = 0.1
+    freeze_lm: bool = True
+    use_sam_tokens: bool = True
+    multimask_output: bool = True
+
+    def __post_init__(self) -> None:
+        for part in ("image_encoder", "language_model"):
+            spec = getattr(self, part)
+            if isinstance(spec, str):
+                setattr(self, part, {"name": spec})
+            elif not isinstance(spec, dict) or "name" not in spec:
+                raise ValueError(f"SCAConfig.{part} must be a name or a dict with a 'name', got {spec!r}")
+        for name in ("num_mixer_layers", "num_caption_queries", "num_task_tokens", "num_tasks", "max_caption_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"SCAConfig.{name} must be a positive int, got {value!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"SCAConfig.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SCAConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known - {"model_type", "sca_version", "embedded_parts"})
+        if unknown:
+            raise ValueError(f"SCAConfig got unknown field(s) {unknown}; known: {sorted(known)}")
+        return cls(**{k: copy.deepcopy(v) for k, v in d.items() if k in known})
+
+    def part_options(self, part: str) -> tuple[str, dict[str, Any]]:
+        spec = dict(getattr(self, part))
+        return spec.pop("name"), spec
+
+
+# The paper's headline model (paper.md §1): SAM ViT-H + GPT2-large, 12-layer mixer.
+PAPER_CONFIG = SCAConfig(
+    image_encoder={"name": "sam-vit-h", "weights": "sa1b"},
+    language_model={"name": "gpt2-large", "weights": "openai"},
+)
+
+# The tiny model of the tests.
+TINY_CONFIG = SCAConfig(
+    image_encoder={"name": "tiny-sam"},
+    language_model={"name": "tiny-gpt2"},
+    num_mixer_layers=2,
+)
