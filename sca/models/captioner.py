@@ -276,11 +276,10 @@ class SCAModel(nn.Module):
             seg = self.segment_regions(features, chunk, image_index[sl])
             prefix = self.visual_prefix(seg, task_ids[sl])
             attention = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
-            out = self.lm.model.generate(
-                inputs_embeds=prefix, attention_mask=attention, max_new_tokens=max_new_tokens,
-                num_beams=num_beams, do_sample=False, pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id, **generate_kwargs,
-            )
+            options = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                           pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            options.update(generate_kwargs)
+            out = self.lm.model.generate(inputs_embeds=prefix, attention_mask=attention, **options)
             ids.extend(_strip(row, tok.eos_token_id, tok.pad_token_id) for row in out.tolist())
             masks.append(seg.masks[:, 0])
             ious.append(seg.iou_scores[:, 0])
