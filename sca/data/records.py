@@ -29,6 +29,8 @@ class Region:
     mask: COCO RLE of the region's mask, when known.
     task: "caption" (id 1) or "recognition" (id 0).
     region_id: id in the source, to trace a region back.
+    attributes: optional source-specific facts about the region (the synthetic generator stores the
+        shape, colour, size, texture and position it drew), for analysis; never a model input.
     """
 
     box: tuple[float, float, float, float]
@@ -37,6 +39,7 @@ class Region:
     mask: dict[str, Any] | None = None
     task: str = "caption"
     region_id: int | str | None = None
+    attributes: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
