@@ -1,0 +1,85 @@
+"""COCO 2017, Objects365 v2 and V3Det readers (COCO format, weak supervision)."""
+
+import json
+import shutil
+
+import pytest
+
+from sca.data.fixtures import write_coco, write_o365, write_v3det
+from sca.data.readers import read_coco, read_coco_json, read_dataset, read_o365
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    base = tmp_path_factory.mktemp("det")
+    return {"coco": write_coco(base / "coco"), "o365": write_o365(base / "o365"), "v3det": write_v3det(base / "v3det")}
+
+
+def test_coco_regions_grouped_by_image_in_file_order(roots):
+    recs = read_coco(roots["coco"], "train")
+    assert [r.image_id for r in recs] == [9, 25]  # 'images' order, although ann 4 (image 25) comes first
+    im9 = recs[0]
+    assert im9.file_name == "train2017/000000000009.jpg"
+    assert [r.region_id for r in im9.regions] == [1, 2]
+    assert im9.regions[0].box == (1.5, 2.25, 21.5, 32.75)  # xywh 1.5, 2.25, 20, 30.5
+    assert im9.regions[1].phrases == ["traffic light"] and im9.regions[1].category == "traffic light"
+    assert all(r.task == "caption" for r in im9.regions)  # default, as in the reference code
+
+
+def test_coco_crowd_skipped_and_empty_image_reported(roots):
+    rep = read_coco(roots["coco"], "train").report
+    assert rep.issues["crowd_skipped"] == [(9, 3)]
+    assert rep.issues["image_without_regions"] == [30]
+    assert rep.issues["box_zero_area"] == [(25, 5)]
+    assert (rep.images, rep.regions) == (2, 4)
+    assert "crowd_skipped: 1" in rep.summary()
+
+
+def test_coco_task_recognition_and_masks(roots):
+    pytest.importorskip("pycocotools")
+    from pycocotools import mask as mask_utils
+
+    recs = read_dataset("coco", roots["coco"], "train", task="recognition", with_masks=True)
+    region = recs[0].regions[0]
+    assert region.task == "recognition" and region.task_id == 0
+    assert region.mask["size"] == [48, 64] and isinstance(region.mask["counts"], str)
+    area = float(mask_utils.area({"size": region.mask["size"], "counts": region.mask["counts"].encode()}))
+    assert abs(area - 20.0 * 30.5) < 60  # rasterised 20 x 30.5 polygon
+
+
+def test_o365_paths_categories_and_renamed_annotation_file(roots, tmp_path):
+    recs = read_o365(roots["o365"], "train")
+    assert recs[0].file_name == "train/patch0/objects365_v1_00000001.jpg"
+    assert (roots["o365"] / recs[0].file_name).is_file()
+    assert [r.phrases for r in recs[0].regions] == [["Person"], ["Other Shoes"]]
+    assert recs.report.issues["box_outside_image"] == [(2, 13)]
+    # the reference code's renamed copy is accepted too
+    (tmp_path / "annotations").mkdir()
+    shutil.copy(roots["o365"] / "annotations/zhiyuan_objv2_train.json",
+                tmp_path / "annotations/objects365v2_train_fixann.json")
+    assert read_o365(tmp_path, "train").num_regions == 3
+    with pytest.raises(FileNotFoundError, match="zhiyuan_objv2_val.json"):
+        read_o365(tmp_path, "val")
+
+
+def test_v3det(roots):
+    recs = read_dataset("v3det", roots["v3det"], "val")
+    assert recs[0].file_name == "images/n07742313/5_100_1234_abcd_c.jpg"
+    assert (roots["v3det"] / recs[0].file_name).is_file()
+    assert recs[0].regions[0].phrases == ["Granny Smith"] and recs[0].regions[0].box == (0.0, 0.0, 48.0, 48.0)
+
+
+def test_unknown_image_and_category_are_reported(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps({
+        "annotations": [{"id": 1, "image_id": 5, "bbox": [0, 0, 2, 2], "category_id": 1},
+                        {"id": 2, "image_id": 999, "bbox": [0, 0, 2, 2], "category_id": 1},
+                        {"id": 3, "image_id": 5, "bbox": [0, 0, 2, 2], "category_id": 77}],
+        "images": [{"id": 5, "file_name": "5.jpg", "width": 10, "height": 10}],
+        "categories": [{"id": 1, "name": "cup"}]}))
+    recs = read_coco_json(p, source="t", split="train")
+    assert recs.num_regions == 1 and recs[0].regions[0].phrases == ["cup"]
+    assert recs.report.issues["annotation_for_unknown_image"] == [(999, 2)]
+    assert recs.report.issues["annotation_unknown_category"] == [(5, 3)]
+    with pytest.raises(ValueError, match="phrase='text' is not one of"):
+        read_coco_json(p, source="t", split="train", phrase="text")
