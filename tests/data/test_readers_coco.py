@@ -30,7 +30,7 @@ def test_coco_crowd_skipped_and_empty_image_reported(roots):
     rep = read_coco(roots["coco"], "train").report
     assert rep.issues["crowd_skipped"] == [(9, 3)]
     assert rep.issues["image_without_regions"] == [30]
-    assert rep.issues["box_zero_area"] == [(25, 5)]
+    assert rep.issues["box_empty"] == [(25, 5)]
     assert (rep.images, rep.regions) == (2, 4)
     assert "crowd_skipped: 1" in rep.summary()
 
@@ -52,7 +52,7 @@ def test_o365_paths_categories_and_renamed_annotation_file(roots, tmp_path):
     assert recs[0].file_name == "train/patch0/objects365_v1_00000001.jpg"
     assert (roots["o365"] / recs[0].file_name).is_file()
     assert [r.phrases for r in recs[0].regions] == [["Person"], ["Other Shoes"]]
-    assert recs.report.issues["box_outside_image"] == [(2, 13)]
+    assert recs.report.issues["box_outside"] == [(2, 13)]
     # the reference code's renamed copy is accepted too
     (tmp_path / "annotations").mkdir()
     shutil.copy(roots["o365"] / "annotations/zhiyuan_objv2_train.json",

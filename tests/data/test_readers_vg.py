@@ -31,8 +31,8 @@ def test_vg_train_boxes_are_xyxy_and_phrases_raw(vg_root):
 def test_vg_odd_boxes_kept_and_reported_or_dropped(vg_root):
     recs = read_vg(vg_root, "train")
     rep = recs.report
-    assert rep.issues["box_outside_image"] == [(1, 103)]
-    assert rep.issues["box_zero_area"] == [(2, 202)]
+    assert rep.issues["box_outside"] == [(1, 103)]
+    assert rep.issues["box_empty"] == [(2, 202)]
     assert 103 in [r.region_id for r in recs[0].regions]
     dropped = read_vg(vg_root, "train", bad_boxes="drop")
     assert dropped.num_regions == 5 and sorted(dropped.report.issues["box_dropped"]) == [(1, 103), (2, 202)]

@@ -169,7 +169,7 @@ class CompactRecords(Sequence[ImageRecord]):
         zero = ~inverted & ((bw == 0) | (bh == 0))
         outside = ~inverted & ((b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > w_img) | (b[:, 3] > h_img))
         image_of_region = np.repeat(self.image_ids, self.region_counts())
-        for issue, mask in (("box_inverted", inverted), ("box_zero_area", zero), ("box_outside_image", outside)):
+        for issue, mask in (("box_inverted", inverted), ("box_empty", zero), ("box_outside", outside)):
             rows = np.nonzero(mask)[0]
             rep.add(issue, [(image_of_region[j].item(), self.region_ids[j].item()) for j in rows])
         out = self

@@ -2,6 +2,8 @@
 
 Readers never drop anything silently: each thing they skip, drop or find odd is recorded here under
 an issue name with the ids it concerns, and ``summary()`` prints the counts with a few ids each.
+Odd boxes are kept by default, as the rest of the project expects: ``sca.data.dataset`` fixes or
+drops them at load time under the same kind names (box_inverted, box_outside, box_empty).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ __all__ = ["ISSUES", "ReadReport"]
 # Issue names and what they mean. Ids are (image_id, region_or_annotation_id) unless noted.
 ISSUES = {
     "crowd_skipped": "COCO-style annotation with iscrowd=1, skipped (paper.md §4: one region per instance)",
-    "box_zero_area": "box with zero width or height",
+    "box_empty": "box with zero width or height",
     "box_inverted": "box with negative width or height",
-    "box_outside_image": "box reaching outside the image (x0<0, y0<0, x1>width or y1>height)",
+    "box_outside": "box reaching outside the image (x0<0, y0<0, x1>width or y1>height)",
     "box_dropped": "odd box dropped because the reader was asked bad_boxes='drop'",
     "image_without_regions": "image with no region left, not returned (ids: image_id)",
     "split_image_unknown": "split lists an image id absent from the image metadata (ids: image_id)",
