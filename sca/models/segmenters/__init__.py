@@ -4,5 +4,6 @@ from .base import Prompts, SamSegmenter, Segmenter, SegmenterOutput, check_segme
 
 # Importing the entry modules registers them.
 from . import sam  # noqa: F401  isort: skip
+from . import backbones, mobile_sam, sam_hq, timm_sam  # noqa: F401  isort: skip
 
 __all__ = ["Prompts", "SamSegmenter", "Segmenter", "SegmenterOutput", "check_segmenter"]

@@ -11,6 +11,7 @@ Weights (option ``weights``):
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -104,6 +105,59 @@ def load_sam_model(
         f"SAM weights {weights!r} are neither a file, a folder, a hub id (owner/name) nor a tag "
         f"({', '.join(sorted(tags or {})) or 'none'})"
     )
+
+
+def without_vision_encoder(config: SamConfig) -> SamConfig:
+    """A copy of ``config`` with a minimal ViT, for a SamModel whose image encoder is replaced by
+    another module (MobileSAM, timm, a backbone + neck): the prompt encoder and mask decoder keep
+    their sizes, and no full-size ViT is allocated only to be thrown away."""
+    config = copy.deepcopy(config)
+    v = config.vision_config
+    config.vision_config = type(v)(
+        hidden_size=8, num_hidden_layers=1, num_attention_heads=1, mlp_dim=8, image_size=v.patch_size,
+        patch_size=v.patch_size, window_size=0, global_attn_indexes=[0],
+        output_channels=v.output_channels, num_pos_feats=v.num_pos_feats, scale=v.scale,
+    )
+    return config
+
+
+def is_weights_file(weights: str | None) -> bool:
+    return weights is not None and Path(weights).expanduser().is_file()
+
+
+def fetch_weights_file(weights: str, urls: dict[str, str]) -> str:
+    """``weights`` itself, or for a tag in ``urls`` the released file, downloaded once into torch's hub
+    cache (``$TORCH_HOME/hub/checkpoints``). Users' machines only: tests never pass a tag here."""
+    if weights not in urls:
+        return weights
+    url = urls[weights]
+    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(target), progress=True)
+    return str(target)
+
+
+def load_sam_decoder(
+    config: SamConfig,
+    weights: str | None,
+    *,
+    tags: dict[str, str] | None = None,
+    dtype: torch.dtype | str | None = None,
+) -> SamModel:
+    """A SamModel whose prompt encoder, mask decoder and image PE hold ``weights`` (None, a tag, a hub
+    id, a local HF folder or an original SAM checkpoint file whose image encoder is ignored), for use
+    with another image encoder. The returned vision encoder is a placeholder to be replaced."""
+    if weights is not None and not is_weights_file((tags or {}).get(weights, weights)):
+        return load_sam_model(config, weights, tags=tags, dtype=dtype)  # hub id or folder: whole model
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    model = SamModel(without_vision_encoder(config))
+    if weights is not None:
+        from .convert import load_original_sam_checkpoint
+
+        load_original_sam_checkpoint(model, (tags or {}).get(weights, weights), image_encoder=None)
+    return model.to(dtype) if dtype is not None else model
 
 
 def _register_size(size: str) -> None:
