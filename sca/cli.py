@@ -13,6 +13,7 @@ import sys
 
 COMMAND_MODULES = [
     "sca.models.commands",
+    "sca.data.commands",
 ]
 
 
