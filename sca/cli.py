@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = [
     "sca.models.commands",
     "sca.data.commands",
+    "sca.data.download_commands",
 ]
 
 

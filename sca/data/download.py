@@ -1,0 +1,343 @@
+"""Verified, resumable, atomic downloads and safe archive extraction.
+
+- ``download_file``: streams into ``<dest>.part`` (resumed with an HTTP Range request when a partial
+  file exists or a transfer is cut), shows a tqdm bar, checks size / md5 / sha256 where known, and
+  only then renames the part file to ``dest``. A mismatch deletes the part file and raises
+  ``ChecksumError`` naming the file and both values: nothing is ever left at ``dest`` unverified.
+- ``extract_archive``: zip and tar (gz/bz2/xz). Every member is checked before anything is written:
+  absolute paths, ``..`` components, links pointing outside the target and device files are refused
+  (``UnsafeArchiveError``). Members are unpacked into a temporary folder, then moved into place.
+- ``fetch``: one source of ``sca.data.sources`` into a dataset root: download (or take the user's
+  copies with ``from_dir``), verify, unpack, record sha256 in ``<root>/.sca-download.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import tarfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+from tqdm import tqdm
+
+from sca.data.sources import PARTS, RemoteFile, Source, get_source
+
+__all__ = ["ChecksumError", "DownloadError", "UnsafeArchiveError", "download_file", "extract_archive",
+           "fetch", "file_digests", "verify_file"]
+
+MANIFEST = ".sca-download.json"
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class DownloadError(RuntimeError):
+    """A download could not be completed (names the URL and what went wrong)."""
+
+
+class ChecksumError(DownloadError):
+    """A file's size or checksum differs from the expected value (names the file and both values)."""
+
+
+class UnsafeArchiveError(DownloadError):
+    """An archive member would land outside the target folder, or is a link/device file that is refused."""
+
+
+def file_digests(path: Path, chunk: int = 1 << 22) -> dict[str, str]:
+    """md5 and sha256 of a file in one read."""
+    md5, sha = hashlib.md5(), hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            md5.update(block)
+            sha.update(block)
+    return {"md5": md5.hexdigest(), "sha256": sha.hexdigest()}
+
+
+def verify_file(path: Path, *, name: str | None = None, size: int | None = None, md5: str | None = None,
+                sha256: str | None = None) -> dict[str, str | int]:
+    """Check size, then md5/sha256; return ``{"size", "md5", "sha256"}``. Raises ``ChecksumError``."""
+    name = name or Path(path).name
+    actual = Path(path).stat().st_size
+    if size is not None and actual != size:
+        raise ChecksumError(f"{name}: size mismatch: expected {size} bytes, got {actual} bytes")
+    digests = file_digests(Path(path))
+    for algo, expected in (("sha256", sha256), ("md5", md5)):
+        if expected and digests[algo] != expected.lower():
+            raise ChecksumError(f"{name}: {algo} mismatch: expected {expected.lower()}, got {digests[algo]}")
+    return {"size": actual, **digests}
+
+
+def _opener(url: str) -> urllib.request.OpenerDirector:
+    host = urlsplit(url).hostname or ""
+    if host in _LOOPBACK:  # never route loopback through a proxy from the environment
+        return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    return urllib.request.build_opener()
+
+
+def _transfer(url: str, part: Path, *, size: int | None, timeout: float, chunk: int, progress: bool,
+              desc: str) -> bool:
+    """One HTTP request appending to ``part`` (Range from its current size). True when complete."""
+    offset = part.stat().st_size if part.exists() else 0
+    if size is not None and offset > size:
+        part.unlink()
+        offset = 0
+    headers = {"User-Agent": "sca-download/0.1", "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        resp = _opener(url).open(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and offset and (size is None or offset == size):
+            return True  # the part file already holds every byte
+        if err.code == 416:
+            part.unlink()
+            return False
+        raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from None
+    with resp:
+        content_type = resp.headers.get("Content-Type", "")
+        if content_type.startswith("text/html") and not desc.endswith((".html", ".htm")):
+            raise DownloadError(f"{url}: got an HTML page instead of {desc} (a login or confirmation page?); "
+                                f"download it in a browser and pass --from DIR")
+        if offset and resp.status != 206:  # the server ignored the Range: start again
+            offset = 0
+        elif offset and not resp.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+            raise DownloadError(f"{url}: asked for bytes {offset}- but got Content-Range "
+                                f"{resp.headers.get('Content-Range')!r}")
+        length = resp.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else size
+        with open(part, "ab" if offset else "wb") as fh, tqdm(
+                total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                disable=not progress, leave=False) as bar:
+            while True:
+                try:
+                    block = resp.read(chunk)
+                except (http.client.IncompleteRead, OSError):
+                    break  # cut off: the caller resumes from what was written
+                if not block:
+                    break
+                fh.write(block)
+                bar.update(len(block))
+            fh.flush()
+            os.fsync(fh.fileno())
+    got = part.stat().st_size
+    return total is None or got >= total
+
+
+def download_file(url: str, dest: str | Path, *, size: int | None = None, md5: str | None = None,
+                  sha256: str | None = None, verify: bool = True, progress: bool = True, retries: int = 5,
+                  backoff: float = 2.0, timeout: float = 60.0, chunk: int = 1 << 20) -> dict[str, str | int]:
+    """Download ``url`` to ``dest`` (resumable, verified, atomic); returns ``{"size", "md5", "sha256"}``.
+
+    An existing ``dest`` is verified and kept (``ChecksumError`` if it does not match: delete it to
+    download again). ``retries`` counts consecutive attempts that made no progress.
+    """
+    dest = Path(dest)
+    check = {"size": size, "md5": md5, "sha256": sha256} if verify else {}
+    if dest.exists():
+        try:
+            return verify_file(dest, **check)
+        except ChecksumError as err:
+            raise ChecksumError(f"{err} (existing file {dest}; delete it to download again)") from None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    failures = 0
+    while True:
+        before = part.stat().st_size if part.exists() else 0
+        try:
+            if _transfer(url, part, size=size, timeout=timeout, chunk=chunk, progress=progress, desc=dest.name):
+                break
+            error: Exception | None = None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+            error = err
+        progressed = part.exists() and part.stat().st_size > before
+        failures = 0 if progressed else failures + 1
+        if failures > retries:
+            raise DownloadError(f"{url}: gave up after {retries + 1} attempts without progress"
+                                + (f" ({error})" if error else "; the server keeps closing the connection"))
+        if not progressed:
+            time.sleep(backoff * failures)
+    try:
+        stats = verify_file(part, name=dest.name, **check)
+    except ChecksumError as err:
+        part.unlink(missing_ok=True)
+        raise ChecksumError(f"{err} (downloaded from {url}); the file was deleted, nothing was written to "
+                            f"{dest}") from None
+    os.replace(part, dest)  # atomic on one filesystem
+    return stats
+
+
+# ---- archives --------------------------------------------------------------------------------------------
+def _check_member(archive: Path, base: Path, name: str) -> None:
+    posix = PurePosixPath(name.replace("\\", "/"))
+    if posix.is_absolute() or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchiveError(f"{archive.name}: member {name!r} has an absolute path")
+    if ".." in posix.parts:
+        raise UnsafeArchiveError(f"{archive.name}: member {name!r} has a '..' component")
+    if not (base / posix).resolve().is_relative_to(base):
+        raise UnsafeArchiveError(f"{archive.name}: member {name!r} would be written outside {base}")
+
+
+def _check_archive(archive: Path, base: Path) -> str:
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                _check_member(archive, base, info.filename)
+                if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                    raise UnsafeArchiveError(f"{archive.name}: member {info.filename!r} is a symlink (refused in zips)")
+        return "zip"
+    if not tarfile.is_tarfile(archive):
+        raise DownloadError(f"{archive}: not a zip or tar archive")
+    with tarfile.open(archive) as tf:
+        for m in tf.getmembers():
+            _check_member(archive, base, m.name)
+            if m.isdev():
+                raise UnsafeArchiveError(f"{archive.name}: member {m.name!r} is a device file or fifo")
+            if m.issym() or m.islnk():
+                link = PurePosixPath(m.linkname)
+                target = base / link if m.islnk() else base / PurePosixPath(m.name).parent / link
+                if link.is_absolute() or not Path(os.path.normpath(target)).is_relative_to(base):
+                    kind = "hard link" if m.islnk() else "symlink"
+                    raise UnsafeArchiveError(f"{archive.name}: {kind} {m.name!r} -> {m.linkname!r} points outside "
+                                             f"the target folder")
+    return "tar"
+
+
+def _move_into(src: Path, dst: Path) -> None:
+    """Move src into dst, merging folders that exist already."""
+    if dst.is_dir() and src.is_dir() and not dst.is_symlink():
+        for child in src.iterdir():
+            _move_into(child, dst / child.name)
+        src.rmdir()
+    else:
+        if dst.is_dir() and not dst.is_symlink():
+            shutil.rmtree(dst)
+        os.replace(src, dst)
+
+
+def extract_archive(archive: str | Path, target: str | Path) -> list[str]:
+    """Unpack a zip or tar archive into ``target`` after checking every member; returns top-level names."""
+    archive, target = Path(archive), Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    base = target.resolve()
+    kind = _check_archive(archive, base)
+    tmp = base / f".extracting-{archive.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(tmp)
+        else:
+            with tarfile.open(archive) as tf:
+                tf.extractall(tmp, filter="data") if hasattr(tarfile, "data_filter") else tf.extractall(tmp)
+        names = sorted(p.name for p in tmp.iterdir())
+        for name in names:
+            _move_into(tmp / name, base / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return names
+
+
+# ---- one source into a dataset root ----------------------------------------------------------------------
+def _load_manifest(root: Path) -> dict:
+    path = root / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _save_manifest(root: Path, manifest: dict) -> None:
+    tmp = root / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, root / MANIFEST)
+
+
+def _take_copy(from_dir: Path, root: Path, f: RemoteFile, verify: bool) -> tuple[str, dict]:
+    """Use the user's copy: the unpacked content (linked) or the file itself (hard-linked or copied)."""
+    if f.provides and all((from_dir / p).exists() for p in f.provides):
+        for rel in f.provides:
+            link = root / rel
+            if not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to((from_dir / rel).resolve(), target_is_directory=(from_dir / rel).is_dir())
+        return "linked", {}
+    for cand in (from_dir / f.filename, from_dir / PurePosixPath(f.filename).name):
+        if cand.is_file():
+            dest = root / f.filename
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            part = dest.with_name(dest.name + ".part")
+            part.unlink(missing_ok=True)
+            try:
+                os.link(cand, part)
+            except OSError:
+                shutil.copyfile(cand, part)
+            check = {"size": f.size, "md5": f.md5, "sha256": f.sha256} if verify else {}
+            try:
+                stats = verify_file(part, name=f"{cand} (--from copy of {f.filename})", **check)
+            except ChecksumError:
+                part.unlink(missing_ok=True)
+                raise
+            os.replace(part, dest)
+            return "copied", stats
+    wanted = [f.filename, *f.provides]
+    raise FileNotFoundError(f"--from {from_dir}: none of {wanted} is there for source file {f.filename}")
+
+
+def fetch(source: str | Source, root: str | Path, *, from_dir: str | Path | None = None,
+          parts: tuple[str, ...] = PARTS, mirror: str | None = None, verify: bool = True, progress: bool = True,
+          keep_archives: bool = False, log: Callable[[str], None] = print, **download_kw) -> dict[str, str]:
+    """Fetch every file of ``source`` (a name in ``SOURCES`` or a ``Source``) whose part is in ``parts``.
+
+    from_dir: take the files (or their unpacked content) from this folder instead of the network.
+    mirror: download ``<mirror>/<filename>`` instead of each file's URL.
+    Files whose ``provides`` all exist are skipped. Archives are unpacked and then deleted unless
+    ``keep_archives``. Returns ``{filename: "present" | "linked" | "copied" | "downloaded"}``.
+    """
+    src = get_source(source) if isinstance(source, str) else source
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"parts {sorted(unknown)} are not among {PARTS}")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    manifest = _load_manifest(root)
+    actions: dict[str, str] = {}
+    for f in src.files:
+        if f.part not in parts:
+            continue
+        done = manifest.get(f.filename, {}).get("extracted") and not f.provides
+        if done or (f.provides and all((root / p).exists() for p in f.provides)):
+            actions[f.filename] = "present"
+            continue
+        dest = root / f.filename
+        if from_dir is not None:
+            action, stats = _take_copy(Path(from_dir), root, f, verify)
+            origin = str(from_dir)
+            if action == "linked":
+                actions[f.filename] = action
+                log(f"{f.filename}: linked its content from {from_dir}")
+                continue
+        else:
+            if f.status == "dead" and mirror is None:
+                raise DownloadError(f"{src.name}: {f.filename} has no live download ({f.url} is dead: "
+                                    f"{f.provenance}). {src.notes}")
+            origin = f"{mirror.rstrip('/')}/{f.filename}" if mirror else f.url
+            action = "present" if dest.exists() else "downloaded"  # a present file is verified, not fetched
+            log(f"{f.filename}: {'verifying' if dest.exists() else 'downloading'} {origin}")
+            stats = download_file(origin, dest, size=f.size, md5=f.md5, sha256=f.sha256, verify=verify,
+                                  progress=progress, **download_kw)
+        entry = {"from": origin, **stats}
+        if f.extract_to is not None:
+            log(f"{f.filename}: unpacking into {root / f.extract_to}")
+            entry["members"] = extract_archive(dest, root / f.extract_to)
+            entry["extracted"] = True
+            if not keep_archives:
+                dest.unlink()
+        manifest[f.filename] = entry
+        _save_manifest(root, manifest)
+        actions[f.filename] = action
+    return actions
