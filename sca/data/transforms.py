@@ -116,6 +116,9 @@ class Geometry:
             x0, x1 = self.width - x1, self.width - x0
         y0 = self.offset[1] / self.scale[1]
         y1 = (self.offset[1] + self.content[1]) / self.scale[1]
+        # Rounding can put an edge a hair outside the image (e.g. -1e-13 after a flip): PIL refuses that.
+        x0, x1 = max(0.0, x0), min(float(self.width), x1)
+        y0, y1 = max(0.0, y0), min(float(self.height), y1)
         return (x0 * ax, y0 * ay, x1 * ax, y1 * ay)
 
 
