@@ -291,11 +291,15 @@ def load_original_sam_checkpoint(
         None ignores them (and then only the prompt encoder and mask decoder are loaded).
     """
     state = read_state_dict(path)
-    if not any(k.startswith(("prompt_encoder.", "mask_decoder.", "image_encoder.")) for k in state):
+    hf_layout = any(k.startswith(("vision_encoder.", "shared_image_embedding.", "prompt_encoder.shared_embedding."))
+                    for k in state)
+    if hf_layout or not any(k.startswith(("prompt_encoder.", "mask_decoder.", "image_encoder.")) for k in state):
         raise CheckpointError(
-            f"{str(path)!r} is not an original SAM-layout checkpoint (no image_encoder./prompt_encoder./"
-            f"mask_decoder. keys; first keys: {_preview(list(state)[:5], 5)}). A Hugging Face SAM "
-            "checkpoint is loaded from its folder (config.json + weights), not from the weights file."
+            f"{str(path)!r} is not an original SAM-layout checkpoint ("
+            + ("it has transformers SamModel key names" if hf_layout else "no image_encoder./prompt_encoder./"
+               f"mask_decoder. keys; first keys: {_preview(list(state)[:5], 5)}")
+            + "). A Hugging Face SAM checkpoint is loaded from its folder (config.json + weights), not from "
+            "the weights file alone."
         )
     converted = (convert or (lambda s: convert_original_sam_state_dict(s, image_encoder=image_encoder)))(state)
     if image_encoder is None and only is None:

@@ -6,8 +6,10 @@ image embedding. So besides the image embedding, ``encode`` keeps that early ViT
 (``intermediate_embeddings``, [B, h, w, C_vit]) in the features dict; cached features stay complete.
 
 ``decode`` returns SAM-HQ's masks (multimask: SAM's three masks sorted by predicted IoU, each plus the
-HQ mask; ``hq_token_only=True``: the HQ mask alone) and its IoU scores. ``tokens`` are the two-way
-transformer's output tokens, [iou, mask x4, hq, prompt tokens] (T = 8 for a box).
+HQ mask, so the first is SAM-HQ's own output; ``hq_token_only=True``: the HQ mask alone) and IoU
+scores. ``tokens`` are the two-way transformer's output tokens, [iou, mask x4, hq, prompt tokens]
+(T = 8 for a box). The decoder runs transformers' SamHQ weights with SAM-HQ's data flow (see
+``SamHQSegmenter._run_mask_decoder``: transformers' own forward mis-wires the upscaling input).
 
 Weights (option ``weights``): None (random), the tag ``"hq44k"`` (the converted SAM-HQ weights on the
 hub, ``sushmanth/sam_hq_vit_{b,l,h}``, the ids transformers' docs and conversion script use), a hub
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 from transformers import (
     SamConfig,
@@ -82,20 +85,56 @@ class SamHQSegmenter(SamSegmenter):
         return {"image_embeddings": out.last_hidden_state, "intermediate_embeddings": out.intermediate_embeddings[0]}
 
     def _run_mask_decoder(self, embeddings, image_pe, sparse, dense, multimask_output, extra):
+        """SAM-HQ's mask decoder on [N, C, h, w] embeddings (N = images x regions, one region each).
+
+        Runs the weights of transformers' ``SamHQMaskDecoder`` with SAM-HQ's data flow (SysCV/sam-hq
+        ``mask_decoder_hq.py``): transformers 5.x's own ``forward`` upsamples the two-way
+        transformer's INPUT (image embedding + dense prompt, H and W swapped) instead of its updated
+        image tokens, so its masks are not SAM-HQ's."""
         if "intermediate_embeddings" not in extra:
             raise KeyError(
                 "SAM-HQ decoding needs features['intermediate_embeddings'] (the early ViT feature that "
                 f"SamHQSegmenter.encode returns); got features {sorted(extra) + ['image_embeddings']}"
             )
-        return self.sam.mask_decoder(
-            image_embeddings=embeddings,
-            image_positional_embeddings=image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-            hq_token_only=self.hq_token_only,
-            intermediate_embeddings=[extra["intermediate_embeddings"]],
-        )
+        dec = self.sam.mask_decoder
+        act = dec.activation
+        n, c, h, w = embeddings.shape
+        # HQ features: the final image embedding and the early ViT feature, both upsampled x4.
+        vit = extra["intermediate_embeddings"].permute(0, 3, 1, 2)  # [N, C_vit, h, w]
+        hq_features = dec.encoder_conv2(act(dec.encoder_norm(dec.encoder_conv1(embeddings)))) + dec.compress_vit_conv2(
+            act(dec.compress_vit_norm(dec.compress_vit_conv1(vit)))
+        )  # [N, C/8, 4h, 4w]
+        # Two-way transformer on [iou, mask x4, hq, prompt tokens] against the prompted image.
+        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight, dec.hq_token.weight], dim=0)
+        tokens = torch.cat([output_tokens.expand(n, 1, -1, -1), sparse.to(output_tokens.dtype)], dim=2)
+        queries, keys = dec.transformer(
+            point_embeddings=tokens, image_embeddings=embeddings + dense,
+            image_positional_embeddings=image_pe, attention_similarity=None,
+        )  # [N, 1, T, C], [N, 1, h*w, C]
+        src = keys[:, 0].transpose(1, 2).reshape(n, c, h, w)
+        upscaled = act(dec.upscale_conv2(act(dec.upscale_layer_norm(dec.upscale_conv1(src)))))  # [N, C/8, 4h, 4w]
+        upscaled_hq = dec.mask_conv2(act(dec.mask_norm(dec.mask_conv1(upscaled)))) + hq_features
+        k = dec.num_mask_tokens  # SAM's 4 mask tokens + the HQ token
+        mask_tokens = queries[:, 0, 1:1 + k]  # [N, 5, C]
+        hyper = torch.stack(
+            [mlp(mask_tokens[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)]
+            + [dec.hq_mask_mlp(mask_tokens[:, k - 1])], dim=1,
+        )  # [N, 5, C/8]
+        size = upscaled.shape[-2:]
+        masks_sam = (hyper[:, : k - 1] @ upscaled.flatten(2)).view(n, k - 1, *size)
+        mask_hq = (hyper[:, k - 1:] @ upscaled_hq.flatten(2)).view(n, 1, *size)
+        iou = dec.iou_prediction_head(queries[:, 0, 0])  # [N, 4]
+        if multimask_output:
+            # SAM's three masks by descending predicted IoU (SAM-HQ itself keeps only the first).
+            iou, order = iou[:, 1:].sort(dim=1, descending=True)
+            masks_sam = masks_sam[:, 1:].gather(1, order[:, :, None, None].expand(-1, -1, *size))
+        else:
+            iou, masks_sam = iou[:, :1], masks_sam[:, :1]
+        if self.hq_token_only:
+            masks, iou = mask_hq, iou[:, :1]  # the HQ mask, scored with SAM's best IoU (as SAM-HQ)
+        else:
+            masks = masks_sam + mask_hq
+        return masks[:, None], iou[:, None]  # [N, 1, M, 4h, 4w], [N, 1, M]
 
 
 def _register_size(size: str) -> None:

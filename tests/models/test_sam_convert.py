@@ -1,0 +1,397 @@
+"""Original-checkpoint loading: our segmenters give what SAM / SAM-HQ themselves give for the same
+weights, and timm's SAM ViT gives what transformers' does.
+
+Oracles are the reference packages (segment-anything==1.0, segment-anything-hq==0.3, in the dev
+extra), built at toy size with random weights that are written to a real ``.pth`` and loaded back
+through the registry entries' own loading path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import warnings
+from functools import partial
+
+import pytest
+import torch
+from torch import nn
+
+from sca.models import load_registries
+from sca.models.segmenters.base import Prompts
+from sca.models.segmenters.convert import (
+    CheckpointError,
+    convert_original_sam_state_dict,
+    load_original_sam_checkpoint,
+    read_state_dict,
+    sam_config_from_state_dict,
+)
+
+IMAGE_ENCODERS, _ = load_registries()
+ATOL = 1e-5  # measured max abs differences are 1e-6 .. 4e-6 (float32, CPU)
+
+# tiny-sam's dims (sca.models.segmenters.sam.tiny_sam_config), written in segment-anything's terms.
+TINY = dict(img=64, patch=8, width=32, depth=2, heads=2, window=4, global_idx=(1,), mlp_ratio=2, dim=32,
+            mask_chans=8, dec_mlp=128, dec_heads=4, iou_hidden=32)
+
+
+@contextlib.contextmanager
+def preserved_timm_registry():
+    """The oracle packages register their own ``tiny_vit_*`` models into timm's registry on import,
+    replacing timm's; undo that so the rest of the session sees timm's registry unchanged."""
+    from timm.models import _registry as reg
+
+    names = ["_model_entrypoints", "_model_to_module", "_module_to_models", "_model_pretrained_cfgs",
+             "_model_default_cfgs", "_model_with_tags", "_model_has_pretrained"]
+    saved = {n: copy.deepcopy(getattr(reg, n)) for n in names}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for n, value in saved.items():
+            current = getattr(reg, n)
+            current.clear()
+            current.update(value)
+
+
+def randomize_(module: nn.Module, scale: float = 0.1) -> nn.Module:
+    """Perturb every weight (zero/one inits would hide mapping mistakes), keep BN variances positive."""
+    with torch.no_grad():
+        for name, t in module.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                t.uniform_(0.5, 1.5)
+            else:
+                t.add_(torch.randn_like(t) * scale)
+    return module
+
+
+def build_original_sam(pkg: str = "segment_anything", **overrides):
+    """segment-anything's (or SAM-HQ's) Sam at toy size, random weights."""
+    d = {**TINY, **overrides}
+    with preserved_timm_registry():
+        modeling = __import__(f"{pkg}.modeling", fromlist=["Sam"])
+    grid = d["img"] // d["patch"]
+    decoder_cls = modeling.MaskDecoderHQ if pkg == "segment_anything_hq" else modeling.MaskDecoder
+    decoder_extra = {"vit_dim": d["width"]} if pkg == "segment_anything_hq" else {}
+    sam = modeling.Sam(
+        image_encoder=modeling.ImageEncoderViT(
+            depth=d["depth"], embed_dim=d["width"], img_size=d["img"], mlp_ratio=d["mlp_ratio"],
+            norm_layer=partial(nn.LayerNorm, eps=1e-6), num_heads=d["heads"], patch_size=d["patch"], qkv_bias=True,
+            use_rel_pos=True, global_attn_indexes=d["global_idx"], window_size=d["window"], out_chans=d["dim"],
+        ),
+        prompt_encoder=modeling.PromptEncoder(
+            embed_dim=d["dim"], image_embedding_size=(grid, grid), input_image_size=(d["img"], d["img"]),
+            mask_in_chans=d["mask_chans"],
+        ),
+        mask_decoder=decoder_cls(
+            num_multimask_outputs=3,
+            transformer=modeling.TwoWayTransformer(depth=2, embedding_dim=d["dim"], mlp_dim=d["dec_mlp"],
+                                                   num_heads=d["dec_heads"]),
+            transformer_dim=d["dim"], iou_head_depth=3, iou_head_hidden_dim=d["iou_hidden"], **decoder_extra,
+        ),
+    )
+    return randomize_(sam).eval()
+
+
+@pytest.fixture(scope="module")
+def original_sam():
+    torch.manual_seed(1)
+    return build_original_sam()
+
+
+@pytest.fixture(scope="module")
+def sam_file(original_sam, tmp_path_factory):
+    path = tmp_path_factory.mktemp("sam") / "sam_vit_tiny.pth"
+    torch.save(original_sam.state_dict(), path)
+    return path
+
+
+def sam_pixels(images_255: torch.Tensor) -> torch.Tensor:
+    """Our input frame: 0-1 scale, ImageNet mean/std (= segment-anything's 0-255 mean/std)."""
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    return (images_255 / 255.0 - mean) / std
+
+
+def record_transformer(transformer: nn.Module):
+    """Capture segment-anything's TwoWayTransformer outputs (tokens, updated image tokens)."""
+    rec = {}
+    handle = transformer.register_forward_hook(lambda m, a, out: rec.update(tokens=out[0], keys=out[1]))
+    return rec, handle
+
+
+def prompt_sets(img: int, batch: int, regions: int):
+    g = torch.Generator().manual_seed(3)
+    xy0 = torch.rand(batch, regions, 2, generator=g) * img * 0.5
+    boxes = torch.cat([xy0, xy0 + 4 + torch.rand(batch, regions, 2, generator=g) * img * 0.45], -1)
+    points = torch.rand(batch, regions, 3, 2, generator=g) * (img - 1)
+    labels = torch.tensor([1, 0, 1]).expand(batch, regions, 3).clone()
+    masks = torch.randn(batch, regions, 1, img // 2, img // 2, generator=g) * 3  # 4h x 4w at h = img/8
+    return {
+        "box": Prompts(boxes=boxes),
+        "points": Prompts(points=points, point_labels=labels),
+        "box+points": Prompts(boxes=boxes, points=points[:, :, :1], point_labels=labels[:, :, :1]),
+        "box+mask": Prompts(boxes=boxes, masks=masks),
+    }
+
+
+def original_decode(sam, embeddings, prompts: Prompts, b: int, multimask: bool, **extra):
+    """segment-anything on image b: all its regions as one batch of prompts."""
+    points = None if prompts.points is None else (prompts.points[b], prompts.point_labels[b])
+    sparse, dense = sam.prompt_encoder(
+        points=points,
+        boxes=None if prompts.boxes is None else prompts.boxes[b],
+        masks=None if prompts.masks is None else prompts.masks[b],
+    )
+    rec, handle = record_transformer(sam.mask_decoder.transformer)
+    try:
+        masks, iou = sam.mask_decoder(
+            image_embeddings=embeddings[b:b + 1], image_pe=sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask, **extra,
+        )
+    finally:
+        handle.remove()
+    return masks, iou, rec
+
+
+# ---------------------------------------------------------------------------------------------------
+# SAM
+# ---------------------------------------------------------------------------------------------------
+def test_sam_file_matches_segment_anything(original_sam, sam_file):
+    ours = IMAGE_ENCODERS.build("tiny-sam", weights=str(sam_file)).eval()
+    images = torch.rand(2, 3, 64, 64) * 255
+    x = sam_pixels(images)
+    with torch.no_grad():
+        ref_emb = original_sam.image_encoder(original_sam.preprocess(images))
+        features = ours.encode(x)
+        torch.testing.assert_close(features["image_embeddings"], ref_emb, atol=ATOL, rtol=0)
+        torch.testing.assert_close(ours.image_positional_embeddings(), original_sam.prompt_encoder.get_dense_pe(),
+                                   atol=ATOL, rtol=0)
+        for kind, prompts in prompt_sets(64, 2, 3).items():
+            for multimask in (True, False):
+                out = ours.decode(features, prompts, multimask_output=multimask)
+                for b in range(2):
+                    masks, iou, rec = original_decode(original_sam, ref_emb, prompts, b, multimask)
+                    msg = f"{kind}, multimask={multimask}, image {b}"
+                    torch.testing.assert_close(out.masks[b], masks, atol=ATOL, rtol=0, msg=msg)
+                    torch.testing.assert_close(out.iou_scores[b], iou, atol=ATOL, rtol=0, msg=msg)
+                    # The tokens SCA's mixer reads are the original transformer's outputs.
+                    torch.testing.assert_close(out.tokens[b], rec["tokens"], atol=ATOL, rtol=0, msg=msg)
+                    torch.testing.assert_close(out.image_tokens[b], rec["keys"], atol=ATOL, rtol=0, msg=msg)
+
+
+def test_sam_file_matches_segment_anything_end_to_end(original_sam, sam_file):
+    """segment-anything's own Sam.forward (preprocessing, prompt and mask decoding) on a box prompt."""
+    ours = IMAGE_ENCODERS.build("tiny-sam", weights=str(sam_file)).eval()
+    images = torch.rand(2, 3, 64, 64) * 255
+    boxes = torch.tensor([[[3.0, 5.0, 40.0, 33.0]], [[10.0, 12.0, 62.0, 50.0]]])
+    with torch.no_grad():
+        ref = original_sam(
+            [{"image": images[b], "original_size": (64, 64), "boxes": boxes[b]} for b in range(2)],
+            multimask_output=True,
+        )
+        out = ours.decode(ours.encode(sam_pixels(images)), Prompts(boxes=boxes))
+    for b in range(2):
+        torch.testing.assert_close(out.masks[b], ref[b]["low_res_logits"], atol=ATOL, rtol=0)
+        torch.testing.assert_close(out.iou_scores[b], ref[b]["iou_predictions"], atol=ATOL, rtol=0)
+
+
+def test_config_inferred_from_an_original_checkpoint(tmp_path):
+    """Glue for any original size: the config is read from tensor shapes, and the model built from it
+    loads the file strictly and matches segment-anything."""
+    torch.manual_seed(2)
+    sam = build_original_sam(depth=3, global_idx=(0, 2), window=2, width=48, heads=3, mlp_ratio=3, dec_mlp=64)
+    path = tmp_path / "sam_other.pth"
+    torch.save(sam.state_dict(), path)
+    config = sam_config_from_state_dict(read_state_dict(path), decoder_heads=4)
+    v = config.vision_config
+    assert (v.hidden_size, v.num_hidden_layers, v.num_attention_heads, list(v.global_attn_indexes), v.window_size,
+            v.mlp_dim, v.image_size, v.patch_size) == (48, 3, 3, [0, 2], 2, 144, 64, 8)
+    assert config.mask_decoder_config.mlp_dim == 64 and config.prompt_encoder_config.mask_input_channels == 8
+
+    from transformers import SamModel
+
+    from sca.models.segmenters.base import SamSegmenter
+
+    model = SamModel(config)
+    load_original_sam_checkpoint(model, path)
+    ours = SamSegmenter(model).eval()
+    images = torch.rand(1, 3, 64, 64) * 255
+    prompts = prompt_sets(64, 1, 2)["box+points"]
+    with torch.no_grad():
+        emb = sam.image_encoder(sam.preprocess(images))
+        out = ours.decode(ours.encode(sam_pixels(images)), prompts)
+        masks, iou, _ = original_decode(sam, emb, prompts, 0, True)
+    torch.testing.assert_close(out.masks[0], masks, atol=ATOL, rtol=0)
+    torch.testing.assert_close(out.iou_scores[0], iou, atol=ATOL, rtol=0)
+
+
+def test_safetensors_file_loads_the_same(original_sam, sam_file, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "sam_vit_tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in original_sam.state_dict().items()}, str(path))
+    a = IMAGE_ENCODERS.build("tiny-sam", weights=str(sam_file)).state_dict()
+    b = IMAGE_ENCODERS.build("tiny-sam", weights=str(path)).state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_hf_folder_round_trip(sam_file, tmp_path):
+    """A converted model saved as a Hugging Face folder loads back through the folder path."""
+    ours = IMAGE_ENCODERS.build("tiny-sam", weights=str(sam_file)).eval()
+    ours.sam.save_pretrained(tmp_path / "hf")
+    again = IMAGE_ENCODERS.build("tiny-sam", weights=str(tmp_path / "hf")).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(again.encode(x)["image_embeddings"], ours.encode(x)["image_embeddings"])
+    assert again.source == {"weights": str(tmp_path / "hf")}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Clear errors
+# ---------------------------------------------------------------------------------------------------
+def test_missing_and_unexpected_keys_are_listed_with_the_file(original_sam, tmp_path):
+    state = original_sam.state_dict()
+    state.pop("mask_decoder.iou_token.weight")
+    state["mask_decoder.extra_token.weight"] = torch.zeros(1, 32)
+    path = tmp_path / "broken.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as err:
+        IMAGE_ENCODERS.build("tiny-sam", weights=str(path))
+    msg = str(err.value)
+    assert "broken.pth" in msg
+    assert "missing keys: mask_decoder.iou_token.weight" in msg
+    assert "unexpected keys: mask_decoder.extra_token.weight" in msg
+
+
+def test_shape_mismatch_names_the_tensor(sam_file):
+    with pytest.raises(CheckpointError, match=r"shape mismatches: .*patch_embed\.projection\.weight: checkpoint "
+                                              r"\(32, 3, 8, 8\) vs model \(32, 3, 16, 16\)"):
+        IMAGE_ENCODERS.build("tiny-sam", weights=str(sam_file), patch_size=16)
+
+
+def test_code_carrying_pickles_are_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": partial(print, "side effect")}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        read_state_dict(path)
+
+
+def test_a_hf_weights_file_is_not_mistaken_for_an_original_checkpoint(sam_file, tmp_path):
+    ours = IMAGE_ENCODERS.build("tiny-sam", weights=str(sam_file))
+    path = tmp_path / "model.pth"
+    torch.save(ours.sam.state_dict(), path)
+    with pytest.raises(CheckpointError, match="not an original SAM-layout checkpoint"):
+        IMAGE_ENCODERS.build("tiny-sam", weights=str(path))
+
+
+def test_unknown_weights_name_fails_clearly():
+    with pytest.raises(FileNotFoundError, match="neither a file, a folder, a hub id"):
+        IMAGE_ENCODERS.build("sam-hq-vit-b", weights="not-a-tag")
+    with pytest.raises(FileNotFoundError, match="mobile_sam"):
+        IMAGE_ENCODERS.build("mobile-sam", weights="not-a-tag")
+
+
+def test_key_mapping_covers_every_original_key(original_sam):
+    converted = convert_original_sam_state_dict(original_sam.state_dict())
+    from transformers import SamModel
+
+    from sca.models.segmenters.sam import tiny_sam_config
+
+    assert set(converted) == set(SamModel(tiny_sam_config()).state_dict())
+
+
+# ---------------------------------------------------------------------------------------------------
+# SAM-HQ
+# ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def original_sam_hq():
+    pytest.importorskip("segment_anything_hq")
+    torch.manual_seed(4)
+    return build_original_sam("segment_anything_hq")
+
+
+def test_sam_hq_file_matches_sam_hq(original_sam_hq, tmp_path):
+    path = tmp_path / "sam_hq_vit_tiny.pth"
+    torch.save(original_sam_hq.state_dict(), path)
+    images = torch.rand(2, 3, 64, 64) * 255
+    with torch.no_grad():
+        ref_emb, interm = original_sam_hq.image_encoder(original_sam_hq.preprocess(images))
+    for hq_token_only in (False, True):
+        ours = IMAGE_ENCODERS.build("tiny-sam-hq", weights=str(path), hq_token_only=hq_token_only).eval()
+        with torch.no_grad():
+            features = ours.encode(sam_pixels(images))
+            torch.testing.assert_close(features["image_embeddings"], ref_emb, atol=ATOL, rtol=0)
+            torch.testing.assert_close(features["intermediate_embeddings"], interm[0], atol=ATOL, rtol=0)
+            # Every prompt kind with SAM + HQ masks; the HQ-only output on one kind.
+            for kind, prompts in prompt_sets(64, 2, 3).items():
+                if hq_token_only and kind != "box+mask":
+                    continue
+                for multimask in (True, False):
+                    out = ours.decode(features, prompts, multimask_output=multimask)
+                    for b in range(2):
+                        masks, iou, rec = original_decode(
+                            original_sam_hq, ref_emb, prompts, b, multimask, hq_token_only=hq_token_only,
+                            interm_embeddings=[t[b:b + 1] for t in interm],
+                        )
+                        msg = f"{kind}, multimask={multimask}, hq_token_only={hq_token_only}, image {b}"
+                        # SAM-HQ's multimask output is its best-IoU mask; ours lists the three SAM masks
+                        # sorted by IoU (each plus the HQ mask), so the first is that one.
+                        torch.testing.assert_close(out.masks[b, :, :1], masks, atol=ATOL, rtol=0, msg=msg)
+                        torch.testing.assert_close(out.iou_scores[b, :, :1], iou, atol=ATOL, rtol=0, msg=msg)
+                        torch.testing.assert_close(out.tokens[b], rec["tokens"], atol=ATOL, rtol=0, msg=msg)
+                        torch.testing.assert_close(out.image_tokens[b], rec["keys"], atol=ATOL, rtol=0, msg=msg)
+    assert out.tokens.shape[2] == 1 + 4 + 1 + 2  # iou, 4 masks, hq, box corners (last set: box+mask)
+
+
+# ---------------------------------------------------------------------------------------------------
+# timm's SAM ViT
+# ---------------------------------------------------------------------------------------------------
+def test_timm_samvit_matches_transformers_sam_with_the_same_weights(sam_file):
+    hf = IMAGE_ENCODERS.build("tiny-sam", weights=str(sam_file)).eval()
+    tm = IMAGE_ENCODERS.build("tiny-timm-samvit", weights=str(sam_file)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    prompts = prompt_sets(64, 2, 2)["box"]
+    with torch.no_grad():
+        fa, fb = hf.encode(x), tm.encode(x)
+        torch.testing.assert_close(fb["image_embeddings"], fa["image_embeddings"], atol=ATOL, rtol=0)
+        oa, ob = hf.decode(fa, prompts), tm.decode(fb, prompts)
+    torch.testing.assert_close(ob.masks, oa.masks, atol=ATOL, rtol=0)
+    torch.testing.assert_close(ob.iou_scores, oa.iou_scores, atol=ATOL, rtol=0)
+
+
+def test_timm_samvit_refuses_decoder_weights_beside_a_full_checkpoint(sam_file):
+    with pytest.raises(ValueError, match="leave it unset"):
+        IMAGE_ENCODERS.build("timm-samvit-b", weights=str(sam_file), sam_weights="sa1b")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Real size (random init): minutes on 2 cores
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_vit_b_checkpoint_matches_segment_anything_at_real_size(tmp_path):
+    from segment_anything import sam_model_registry
+
+    torch.manual_seed(5)
+    sam = randomize_(sam_model_registry["vit_b"](), scale=0.02).eval()
+    path = tmp_path / "sam_vit_b_random.pth"
+    torch.save(sam.state_dict(), path)
+    del sam
+    sam = sam_model_registry["vit_b"](checkpoint=str(path)).eval()
+    images = torch.rand(1, 3, 1024, 1024) * 255
+    prompts = Prompts(boxes=torch.tensor([[[100.0, 150.0, 700.0, 800.0], [400.0, 20.0, 1000.0, 500.0]]]))
+    with torch.no_grad():
+        ref_emb = sam.image_encoder(sam.preprocess(images))
+        masks, iou, _ = original_decode(sam, ref_emb, prompts, 0, True)
+        for name in ("sam-vit-b", "timm-samvit-b"):
+            ours = IMAGE_ENCODERS.build(name, weights=str(path)).eval()
+            features = ours.encode(sam_pixels(images))
+            torch.testing.assert_close(features["image_embeddings"], ref_emb, atol=1e-4, rtol=0, msg=name)
+            out = ours.decode(features, prompts)
+            torch.testing.assert_close(out.masks[0], masks, atol=1e-4, rtol=0, msg=name)
+            torch.testing.assert_close(out.iou_scores[0], iou, atol=1e-4, rtol=0, msg=name)
