@@ -15,6 +15,8 @@ COMMAND_MODULES = [
     "sca.models.commands",
     "sca.data.commands",
     "sca.data.download_commands",
+    "sca.evaluation.commands",
+    "sca.training.commands",
 ]
 
 
