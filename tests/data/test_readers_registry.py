@@ -53,3 +53,16 @@ def test_compact_records_sequence_behaviour(roots):
     assert ImageRecord.from_dict(recs[0].to_dict()) == recs[0]
     assert 0 < recs.nbytes < 10_000
     assert recs.region_counts().tolist() == [3, 2, 2, 1, 2]
+
+
+def test_builder_keeps_non_integer_region_ids():
+    from sca.data.readers.compact import RecordsBuilder
+
+    b = RecordsBuilder(source="t", split="x")
+    b.add_image(1, "a.jpg", 10, 10)
+    b.add_single_phrase_regions([0, 0, 1, 1, 0, 0, 2, 2], ["p", "q"], [7, 8])
+    b.add_region((1, 1, 3, 3), ["r", "s"], "ref-9", category="cup")
+    b.add_single_phrase_regions([0, 0, 1, 1], ["t"], [None])
+    recs = b.build().finalize()
+    assert [r.region_id for r in recs[0].regions] == [7, 8, "ref-9", None]
+    assert recs[0].regions[2].phrases == ["r", "s"] and recs[0].regions[2].category == "cup"

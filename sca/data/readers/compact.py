@@ -22,6 +22,11 @@ __all__ = ["BAD_BOX_ACTIONS", "CompactRecords", "RecordsBuilder", "StringTable",
 BAD_BOX_ACTIONS = ("keep", "drop")
 
 
+def _py(x: Any) -> Any:
+    """A numpy scalar as a plain Python value (object-array elements are already plain)."""
+    return x.item() if isinstance(x, np.generic) else x
+
+
 def check_task(task: str) -> str:
     if task not in TASKS:
         raise ValueError(f"task {task!r} is not one of {TASKS}")
@@ -31,8 +36,8 @@ def check_task(task: str) -> str:
 class StringTable:
     """Many strings stored as one UTF-8 blob plus int64 end offsets; ``table[i]`` decodes one."""
 
-    def __init__(self, blob: bytes, ends: np.ndarray) -> None:
-        self.blob = bytes(blob)
+    def __init__(self, blob: bytes | bytearray, ends: np.ndarray) -> None:
+        self.blob = blob  # bytes or a bytearray handed over by a builder (not copied)
         self.ends = np.asarray(ends, dtype=np.int64)
 
     @classmethod
@@ -78,9 +83,8 @@ class CompactRecords(Sequence[ImageRecord]):
         r = len(self.boxes)
         self.phrases = phrases
         self.phrase_start = np.zeros(r, np.int64) if phrase_start is None else np.asarray(phrase_start, np.int64)
-        self.phrase_count = np.zeros(r, np.int64) if phrase_count is None else np.asarray(phrase_count, np.int64)
-        self.category_index = (np.full(r, -1, np.int64) if category_index is None
-                               else np.asarray(category_index, np.int64))
+        self.phrase_count = np.zeros(r, np.int32) if phrase_count is None else np.asarray(phrase_count)
+        self.category_index = np.full(r, -1, np.int32) if category_index is None else np.asarray(category_index)
         self.categories = list(categories)
         self.phrase_from_category = phrase_from_category
         self.masks = masks
@@ -111,7 +115,7 @@ class CompactRecords(Sequence[ImageRecord]):
         return Region(box=tuple(self.boxes[j].tolist()), phrases=self._phrases(j),
                       category=self.categories[cat] if cat >= 0 else None,
                       mask=self.masks[j] if self.masks is not None else None,
-                      task=self.task, region_id=self.region_ids[j].item())
+                      task=self.task, region_id=_py(self.region_ids[j]))
 
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
@@ -121,7 +125,7 @@ class CompactRecords(Sequence[ImageRecord]):
             raise IndexError(f"image index {i} out of range for {n} records")
         i %= n
         lo, hi = int(self.region_offsets[i]), int(self.region_offsets[i + 1])
-        return ImageRecord(image_id=self.image_ids[i].item(), file_name=self.file_names[i],
+        return ImageRecord(image_id=_py(self.image_ids[i]), file_name=self.file_names[i],
                            width=int(self.widths[i]), height=int(self.heights[i]),
                            regions=[self.region(j) for j in range(lo, hi)],
                            source=self.source, split=self.split)
@@ -171,16 +175,16 @@ class CompactRecords(Sequence[ImageRecord]):
         image_of_region = np.repeat(self.image_ids, self.region_counts())
         for issue, mask in (("box_inverted", inverted), ("box_empty", zero), ("box_outside", outside)):
             rows = np.nonzero(mask)[0]
-            rep.add(issue, [(image_of_region[j].item(), self.region_ids[j].item()) for j in rows])
+            rep.add(issue, [(_py(image_of_region[j]), _py(self.region_ids[j])) for j in rows])
         out = self
         if bad_boxes == "drop":
             bad = inverted | zero | outside
-            rep.add("box_dropped", [(image_of_region[j].item(), self.region_ids[j].item()) for j in np.nonzero(bad)[0]])
+            rep.add("box_dropped", [(_py(image_of_region[j]), _py(self.region_ids[j])) for j in np.nonzero(bad)[0]])
             out = out.subset(keep_regions=~bad)
         if not keep_empty:
             empty = out.region_counts() == 0
             if empty.any():
-                rep.add("image_without_regions", [x.item() for x in out.image_ids[empty]])
+                rep.add("image_without_regions", [_py(x) for x in out.image_ids[empty]])
                 out = out.subset(keep_images=~empty)
         rep.images, rep.regions = len(out), out.num_regions
         return out
@@ -200,12 +204,12 @@ class RecordsBuilder:
         self._wh = array("q")
         self._offsets = array("q", [0])
         self._boxes = array("d")
-        self._region_ids: list[Any] = []
+        self._region_ids: array | list[Any] = array("q")  # becomes a list at the first non-int id
         self._blob = bytearray()
         self._ends = array("q")
         self._pstart = array("q")
-        self._pcount = array("q")
-        self._cat = array("q")
+        self._pcount = array("i")
+        self._cat = array("i")
         self.categories: list[str] = []
         self._cat_index: dict[str, int] = {}
 
@@ -217,12 +221,23 @@ class RecordsBuilder:
         self._names.append(file_name)
         self._wh.extend((int(width), int(height)))
 
+    def _add_ids(self, ids: Sequence[Any]) -> None:
+        if isinstance(self._region_ids, array):
+            n = len(self._region_ids)
+            try:
+                self._region_ids.extend(ids)
+                return
+            except (TypeError, OverflowError):  # a non-int id, or one beyond int64: Python objects from here on
+                del self._region_ids[n:]
+                self._region_ids = list(self._region_ids)
+        self._region_ids.extend(ids)
+
     def add_region(self, box_xyxy: Sequence[float], phrases: Sequence[str], region_id: Any,
                    category: str | None = None) -> None:
         if not self._image_ids:
             raise RuntimeError("add_image() must come before add_region()")
         self._boxes.extend(box_xyxy)
-        self._region_ids.append(region_id)
+        self._add_ids([region_id])
         self._pstart.append(len(self._ends))
         self._pcount.append(len(phrases))
         for p in phrases:
@@ -244,7 +259,7 @@ class RecordsBuilder:
             raise RuntimeError("add_image() must come before add_single_phrase_regions()")
         n = len(phrases)
         self._boxes.extend(boxes_flat)
-        self._region_ids.extend(region_ids)
+        self._add_ids(region_ids)
         base = len(self._ends)
         self._pstart.extend(range(base, base + n))
         self._pcount.extend([1] * n)
@@ -263,13 +278,12 @@ class RecordsBuilder:
         ids = self._image_ids
         id_array = np.asarray(ids, dtype=np.int64) if all(type(i) is int for i in ids) else np.asarray(ids, object)
         rids = self._region_ids
-        rid_array = (np.asarray(rids, dtype=np.int64) if all(type(i) is int for i in rids)
-                     else np.asarray(rids, object))
+        rid_array = np.frombuffer(rids, np.int64) if isinstance(rids, array) else np.asarray(rids, object)
         return CompactRecords(
             image_ids=id_array, widths=wh[:, 0], heights=wh[:, 1],
             file_names=StringTable.from_strings(self._names), region_offsets=np.frombuffer(self._offsets, np.int64),
             boxes=np.frombuffer(self._boxes, np.float64), region_ids=rid_array,
-            phrases=StringTable(bytes(self._blob), np.frombuffer(self._ends, np.int64)),
-            phrase_start=np.frombuffer(self._pstart, np.int64), phrase_count=np.frombuffer(self._pcount, np.int64),
-            category_index=np.frombuffer(self._cat, np.int64), categories=self.categories,
+            phrases=StringTable(self._blob, np.frombuffer(self._ends, np.int64)),
+            phrase_start=np.frombuffer(self._pstart, np.int64), phrase_count=np.frombuffer(self._pcount, np.int32),
+            category_index=np.frombuffer(self._cat, np.int32), categories=self.categories,
             source=self.source, split=self.split, task=self.task, report=self.report)
