@@ -108,11 +108,11 @@ class RegionCollator:
         report = DataReport()
         samples = []
         for item in items:
+            if not isinstance(item, Sample | BadSample):
+                raise TypeError(f"RegionCollator takes Sample / BadSample items, got {type(item).__name__}")
             report.merge(item.report)
             if isinstance(item, Sample):
                 samples.append(item)
-            elif not isinstance(item, BadSample):
-                raise TypeError(f"RegionCollator takes Sample / BadSample items, got {type(item).__name__}")
         if not samples:
             return _empty_batch(report)
         b, r = len(samples), max(len(s.targets) for s in samples)

@@ -120,21 +120,23 @@ def clean_regions(record: ImageRecord, report: DataReport, *, outside_tolerance:
         if box[2] - box[0] <= 0 or box[3] - box[1] <= 0:
             add("box_empty", "dropped-region", f"box {reg.box} has zero area in the {w}x{h} image")
             continue
-        phrases = reg.phrases
+        phrases, notes, kept = reg.phrases, [], []
         if isinstance(phrases, str):
-            add("caption_invalid", "fixed", "phrases is a string, not a list; used as one phrase")
+            notes.append(("caption_invalid", "phrases is a string, not a list; used as one phrase"))
             phrases = [phrases]
-        kept = []
         for p in phrases if isinstance(phrases, list | tuple) else [phrases]:
             if not isinstance(p, str):
-                add("caption_invalid", "fixed", f"phrase {p!r} is {type(p).__name__}, not str; left out")
+                notes.append(("caption_invalid", f"phrase {p!r} is {type(p).__name__}, not str; left out"))
             elif not p.strip():
-                add("caption_empty", "fixed", f"blank phrase {p!r} left out")
+                notes.append(("caption_empty", f"blank phrase {p!r} left out"))
             else:
                 kept.append(p)
-        if not kept:
-            add("caption_empty", "dropped-region", f"no usable phrase among {str(reg.phrases)[:80]}")
+        if not kept:  # one entry for the dropped region, named by its first problem
+            add(notes[0][0] if notes else "caption_empty", "dropped-region",
+                f"no usable phrase among {str(reg.phrases)[:80]}")
             continue
+        for kind, detail in notes:
+            add(kind, "fixed", detail)
         out.append(CleanRegion(box, kept, reg.task_id, rid, reg.mask))
     return out
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["mask_to_box", "polygons_to_mask", "rle_area", "rle_decode", "rle_encode"]
+__all__ = ["mask_to_box", "points_in_polygon", "polygons_to_mask", "rle_area", "rle_decode", "rle_encode"]
 
 
 def _runs(mask: np.ndarray) -> list[int]:
@@ -118,20 +118,28 @@ def mask_to_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
     return (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
 
 
+def points_in_polygon(x: np.ndarray, y: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Even-odd rule (crossing number) for points ``(x, y)`` (any equal shapes) against a closed
+    polygon ``[V, 2]``; returns a bool array of the points' shape."""
+    inside = np.zeros(np.shape(x), dtype=bool)
+    polygon = np.asarray(polygon, dtype=np.float64)
+    for (x0, y0), (x1, y1) in zip(polygon, np.roll(polygon, -1, axis=0), strict=True):
+        crosses = (y0 > y) != (y1 > y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x_at = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
+        inside ^= crosses & (x < x_at)
+    return inside
+
+
 def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
-    """COCO-style polygons (each a flat ``[x0, y0, x1, y1, ...]`` list in pixels) -> ``[H, W]`` bool.
-
-    Pixels whose centre lies inside any polygon (even-odd rule per polygon) are set; rasterised with
-    PIL, so edges follow PIL's scan conversion.
+    """COCO-style polygons (each a flat ``[x0, y0, x1, y1, ...]`` list in pixel-edge coordinates) ->
+    ``[H, W]`` bool: the pixels whose centre lies inside any polygon (even-odd rule per polygon).
+    (pycocotools rasterises slightly differently, on an upsampled grid; edges may differ by a pixel.)
     """
-    from PIL import Image, ImageDraw
-
-    canvas = Image.new("L", (int(width), int(height)), 0)
-    draw = ImageDraw.Draw(canvas)
+    ys, xs = np.mgrid[0:int(height), 0:int(width)] + 0.5
+    mask = np.zeros((int(height), int(width)), dtype=bool)
     for poly in polygons:
         if len(poly) < 6 or len(poly) % 2:
             raise ValueError(f"polygon needs >= 3 x,y pairs as a flat list; got {len(poly)} numbers")
-        # PIL treats integer coordinates as pixel centres; COCO polygons use pixel edges.
-        pts = [(float(poly[i]) - 0.5, float(poly[i + 1]) - 0.5) for i in range(0, len(poly), 2)]
-        draw.polygon(pts, fill=255)
-    return np.asarray(canvas) > 0
+        mask |= points_in_polygon(xs, ys, np.asarray(poly, dtype=np.float64).reshape(-1, 2))
+    return mask

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from sca.data.io import write_manifest, write_records
-from sca.data.masks import mask_to_box, rle_encode
+from sca.data.masks import mask_to_box, points_in_polygon, rle_encode
 from sca.data.records import ImageRecord, Region
 from sca.data.synthetic_captions import SceneObject, place, region_phrases
 
@@ -105,24 +105,13 @@ _POLYGONS = {
 }
 
 
-def _inside_polygon(u: np.ndarray, v: np.ndarray, poly: np.ndarray) -> np.ndarray:
-    """Even-odd rule (crossing number) for points (u, v) against a closed polygon [V, 2]."""
-    inside = np.zeros(u.shape, dtype=bool)
-    for (x0, y0), (x1, y1) in zip(poly, np.roll(poly, -1, axis=0), strict=True):
-        crosses = (y0 > v) != (y1 > v)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            x_at = x0 + (v - y0) * (x1 - x0) / (y1 - y0)
-        inside ^= crosses & (u < x_at)
-    return inside
-
-
 def _inside(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     if shape == "circle":
         return u * u + v * v <= 0.9**2
     if shape == "heart":  # the implicit heart curve (x^2 + y^2 - 1)^3 - x^2 y^3 <= 0, y up
         x, y = u * 1.15, -v * 1.15 + 0.15
         return (x * x + y * y - 1) ** 3 - x * x * y**3 <= 0
-    return _inside_polygon(u, v, _POLYGONS[shape])
+    return points_in_polygon(u, v, _POLYGONS[shape])
 
 
 def _texture(texture: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
