@@ -7,10 +7,10 @@ prints wall time, peak RSS (ru_maxrss) and the size of the compact store.
 
     .venv/bin/python benchmarks/bench_vg_index.py                  # full size (~1 min to generate)
     .venv/bin/python benchmarks/bench_vg_index.py --scale 0.1 --splits train test
-    .venv/bin/python benchmarks/bench_vg_index.py --baseline        # also: orjson.loads of the whole file
+    .venv/bin/python benchmarks/bench_vg_index.py --baseline --stdlib
 
 ``--baseline`` loads the whole file at once with orjson (the obvious alternative) to show the memory
-that the streaming reader avoids.
+that the streaming reader avoids; ``--stdlib`` indexes the first split again without orjson.
 """
 
 from __future__ import annotations
@@ -79,15 +79,16 @@ def child(root: str, split: str) -> dict:
     """Runs in a fresh process: index one split, touch 10K records, report figures."""
     from sca.data.readers import read_vg
 
+    split, _, path = split.partition(":")
     base = _rss_mb()
     t0 = time.perf_counter()
-    recs = read_vg(root, split)
+    recs = read_vg(root, split, fast=path != "stdlib")
     t_index = time.perf_counter() - t0
     t0 = time.perf_counter()
     n = min(len(recs), 10_000)
     touched = sum(len(recs[i].regions) for i in range(n))
     t_touch = time.perf_counter() - t0
-    return {"split": split, "images": len(recs), "regions": recs.num_regions, "index_s": t_index,
+    return {"split": split + (" (json module)" if path == "stdlib" else ""), "images": len(recs), "regions": recs.num_regions, "index_s": t_index,
             "peak_rss_mb": _rss_mb(), "rss_after_imports_mb": base, "store_mb": recs.nbytes / 2**20,
             "records_per_s": n / t_touch if t_touch else 0.0, "touched_regions": touched}
 
@@ -110,6 +111,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     parser.add_argument("--splits", nargs="+", default=["train", "test"], choices=["train", "val", "test", "all"])
     parser.add_argument("--baseline", action="store_true", help="also time orjson.loads of the whole file")
+    parser.add_argument("--stdlib", action="store_true",
+                        help="also index the first split with the json-module path (no orjson)")
     parser.add_argument("--child", nargs=2, metavar=("ROOT", "SPLIT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -124,7 +127,8 @@ def main() -> None:
           f"{info['bytes'] / 2**20:,.0f} MiB in {time.perf_counter() - t0:.1f} s ({root})")
     print(f"{'split':<26}{'images':>9}{'regions':>11}{'index s':>9}{'peak RSS MiB':>14}{'RSS imports':>13}"
           f"{'store MiB':>11}{'records/s':>11}")
-    runs = [*args.splits, *(["baseline"] if args.baseline else [])]
+    runs = [*args.splits, *([f"{args.splits[0]}:stdlib"] if args.stdlib else []),
+            *(["baseline"] if args.baseline else [])]
     for split in runs:
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         out = subprocess.run([sys.executable, __file__, "--child", str(root), split], check=True,

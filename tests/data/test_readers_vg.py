@@ -1,8 +1,11 @@
 """Visual Genome readers (v1.2 + DenseCap split, GRiT, GLaMM) and the streaming JSON walker."""
 
 import json
+import re
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sca.data.fixtures import write_vg, write_vg_glamm, write_vg_grit
 from sca.data.readers import read_dataset, read_vg, read_vg_glamm
@@ -96,12 +99,23 @@ def test_grit_and_glamm_files(vg_root, tmp_path):
         read_vg_glamm(vg_root, "train")
 
 
-def test_iter_array_numbers_across_chunks(tmp_path):
+@pytest.mark.parametrize("fast", [True, False])
+def test_iter_array_numbers_across_chunks(tmp_path, fast):
     p = tmp_path / "a.json"
     p.write_text('[1234567, 89, {"k": [true, null, -1.5e3]}, "x\\"y"]  \n')
-    assert list(iter_array(p, chunk=16)) == [1234567, 89, {"k": [True, None, -1500.0]}, 'x"y']
-    p.write_text("[]")
-    assert list(iter_array(p)) == []
+    assert list(iter_array(p, chunk=16, fast=fast)) == [1234567, 89, {"k": [True, None, -1500.0]}, 'x"y']
+    p.write_text(" \n[]")
+    assert list(iter_array(p, fast=fast)) == []
+
+
+@pytest.mark.parametrize("chunk", [16, 23, 64, 1 << 20])
+def test_fast_path_quotes_backslashes_and_brackets_in_strings(tmp_path, chunk):
+    items = [{"phrase": 'a "quoted" {brace} [bracket]', "n": i} for i in range(5)]
+    items += [{"p": "ends with backslash \\", "q": ["\\\"", "}]"]}, {"deep": [[[{"x": "]}"}]]]}, {"é": "ü €"}]
+    p = tmp_path / "s.json"
+    p.write_text(json.dumps(items, ensure_ascii=False))
+    assert list(iter_array(p, chunk=chunk, fast=True)) == items
+    assert list(iter_array(p, chunk=chunk, fast=False)) == items
 
 
 def test_walk_object_streams_only_asked_keys(tmp_path):
@@ -117,9 +131,29 @@ def test_walk_object_streams_only_asked_keys(tmp_path):
     ('[1, 2] trailing', "unexpected data after the top-level array"),
     ('{"a": 1}', "expected one of '\\['"),
 ])
-def test_stream_errors_name_file_and_offset(tmp_path, text, message):
+@pytest.mark.parametrize("fast", [True, False])
+def test_stream_errors_name_file_and_offset(tmp_path, text, message, fast):
     p = tmp_path / "bad.json"
     p.write_text(text)
     with pytest.raises(JSONStreamError, match=message) as err:
-        list(iter_array(p, chunk=16))
-    assert "bad.json" in str(err.value) and "at character" in str(err.value)
+        list(iter_array(p, chunk=16, fast=fast))
+    assert "bad.json" in str(err.value) and re.search(r"at (character|byte) \d+", str(err.value))
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(alphabet='ab{}[]",\\ é\n', max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='k"\\{]', max_size=3), inner,
+                                                                 max_size=3),
+    max_leaves=12)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=st.lists(st.dictionaries(st.text(max_size=4), _json_values, max_size=3) | st.lists(_json_values,
+                                                                                                 max_size=3),
+                      max_size=6),
+       chunk=st.integers(16, 80), indent=st.sampled_from([None, 1]))
+def test_fast_and_stdlib_paths_agree_with_json_loads(tmp_path, items, chunk, indent):
+    p = tmp_path / "h.json"
+    p.write_text(json.dumps(items, ensure_ascii=False, indent=indent))
+    assert list(iter_array(p, chunk=chunk, fast=True)) == items
+    assert list(iter_array(p, chunk=chunk, fast=False)) == items
