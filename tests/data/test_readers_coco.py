@@ -36,15 +36,16 @@ def test_coco_crowd_skipped_and_empty_image_reported(roots):
 
 
 def test_coco_task_recognition_and_masks(roots):
-    pytest.importorskip("pycocotools")
-    from pycocotools import mask as mask_utils
+    from sca.data.masks import mask_to_box, rle_area, rle_decode
 
     recs = read_dataset("coco", roots["coco"], "train", task="recognition", with_masks=True)
     region = recs[0].regions[0]
     assert region.task == "recognition" and region.task_id == 0
     assert region.mask["size"] == [48, 64] and isinstance(region.mask["counts"], str)
-    area = float(mask_utils.area({"size": region.mask["size"], "counts": region.mask["counts"].encode()}))
-    assert abs(area - 20.0 * 30.5) < 60  # rasterised 20 x 30.5 polygon
+    assert abs(rle_area(region.mask) - 20.0 * 30.5) < 60  # rasterised 20 x 30.5 polygon
+    x0, y0, x1, y1 = mask_to_box(rle_decode(region.mask))
+    assert abs(x0 - 1.5) <= 1 and abs(y0 - 2.25) <= 1 and abs(x1 - 21.5) <= 1 and abs(y1 - 32.75) <= 1
+    assert read_coco(roots["coco"], "train")[0].regions[0].mask is None  # masks only when asked
 
 
 def test_o365_paths_categories_and_renamed_annotation_file(roots, tmp_path):

@@ -34,21 +34,19 @@ def find_file(root: Path, candidates: list[str], what: str) -> Path:
 
 
 def _rle(segmentation: Any, height: int, width: int) -> dict[str, Any] | None:
-    """COCO segmentation (polygons, uncompressed or compressed RLE) -> compressed RLE with str counts."""
+    """COCO segmentation (polygons, uncompressed or compressed RLE) -> compressed RLE with str counts,
+    with the project's own RLE code (``sca.data.masks``; no pycocotools)."""
+    from sca.data.masks import polygons_to_mask, rle_decode, rle_encode
+
     if not segmentation:
         return None
-    try:
-        from pycocotools import mask as mask_utils
-    except ImportError as err:  # pragma: no cover - pycocotools is in the pipeline extra
-        raise ImportError("with_masks=True needs pycocotools (pip install 'sca[pipeline]')") from err
     if isinstance(segmentation, list):  # polygons
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    else:
-        rle = dict(segmentation)
-    counts = rle["counts"]
-    return {"size": [int(v) for v in rle["size"]], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+        return rle_encode(polygons_to_mask(segmentation, height, width))
+    if isinstance(segmentation.get("counts"), list):  # uncompressed RLE (crowd style)
+        return rle_encode(rle_decode(segmentation))
+    counts = segmentation["counts"]
+    return {"size": [int(v) for v in segmentation["size"]],
+            "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
 
 
 def read_coco_json(path: str | Path, *, source: str, split: str, task: str = "caption",
@@ -60,7 +58,7 @@ def read_coco_json(path: str | Path, *, source: str, split: str, task: str = "ca
     phrase: "category" (phrase = raw category name) or "caption" (phrase = the annotation's
         ``caption`` field, as in GRiT's and GLaMM's VG files; no category then).
     file_name: maps an ``images`` entry to its path relative to the dataset root (default: as is).
-    with_masks: convert each annotation's ``segmentation`` to COCO RLE (needs pycocotools).
+    with_masks: convert each annotation's ``segmentation`` to COCO RLE.
     Images keep file order; regions keep file order within their image.
     """
     if phrase not in ("category", "caption"):
