@@ -26,7 +26,8 @@ __all__ = ["CaptionResult", "SCAModel", "SCAOutput", "flatten_regions"]
 
 @dataclass
 class SCAOutput:
-    """loss: scalar caption loss (when captions were given).
+    """loss: scalar caption loss (when captions were given): loss_sum / num_tokens, the mean over
+    every caption token of every region (paper.md §2).
     logits: [N, L, V] fp32 logits at the positions that predict the caption tokens (if asked).
     masks: [N, M, 4h, 4w] SAM's low-res mask logits; iou_scores: [N, M]."""
 
@@ -34,6 +35,8 @@ class SCAOutput:
     logits: Tensor | None
     masks: Tensor
     iou_scores: Tensor
+    loss_sum: Tensor | None = None
+    num_tokens: int = 0
 
 
 @dataclass
@@ -214,13 +217,16 @@ class SCAModel(nn.Module):
         image_index = image_index.to(self.device)
         seg = self.segment_regions(features, prompts, image_index)
         n = image_index.shape[0]
-        loss = logits = None
+        loss = logits = loss_sum = None
+        num_tokens = 0
         if captions is not None:
             if captions.input_ids.shape[0] != n:
                 raise ValueError(f"{captions.input_ids.shape[0]} captions for {n} regions")
             prefix = self.visual_prefix(seg, self._task_ids(task_ids, n))
-            loss, logits = self._caption_loss(prefix, captions.to(self.device), return_logits)
-        return SCAOutput(loss=loss, logits=logits, masks=seg.masks[:, 0], iou_scores=seg.iou_scores[:, 0])
+            loss_sum, num_tokens, logits = self._caption_loss(prefix, captions.to(self.device), return_logits)
+            loss = loss_sum / max(num_tokens, 1)
+        return SCAOutput(loss=loss, logits=logits, masks=seg.masks[:, 0], iou_scores=seg.iou_scores[:, 0],
+                         loss_sum=loss_sum, num_tokens=num_tokens)
 
     def _caption_loss(self, prefix: Tensor, captions: CaptionBatch, return_logits: bool):
         p, length = prefix.shape[1], captions.input_ids.shape[1]
@@ -233,11 +239,12 @@ class SCAModel(nn.Module):
         # Positions p-1 .. p+L-2 predict caption tokens 0 .. L-1 (the last query predicts word 1).
         logits = out.logits[:, -(length + 1):-1] if kwargs else out.logits[:, p - 1 : p + length - 1]
         logits = logits.float()  # paper.md §2: loss on fp32 logits
-        loss = F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), captions.labels.reshape(-1),
-            ignore_index=IGNORE_INDEX, label_smoothing=self.config.label_smoothing,
+        labels = captions.labels.reshape(-1)
+        loss_sum = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels, ignore_index=IGNORE_INDEX,
+            label_smoothing=self.config.label_smoothing, reduction="sum",
         )
-        return loss, (logits if return_logits else None)
+        return loss_sum, int((labels != IGNORE_INDEX).sum()), (logits if return_logits else None)
 
     # -- generation ---------------------------------------------------------------------------------
     @torch.no_grad()

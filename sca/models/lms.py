@@ -285,12 +285,12 @@ def smollm2_135m(*, weights: str = "gguf", dtype: str | None = None) -> Language
 
 @LANGUAGE_MODELS.register("tiny-gpt2", tiny=True)
 def tiny_gpt2(*, weights: str | None = None, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 2,
-              dtype: str | None = None) -> LanguageModel:
+              dropout: float = 0.1, dtype: str | None = None) -> LanguageModel:
     """Tiny random GPT-2 with GPT-2's real BPE tokenizer (50257 tokens, no BOS): tests and smoke runs."""
     if weights is not None:
         return load_causal_lm(weights, dtype=dtype, name="tiny-gpt2")
     config = GPT2Config(n_embd=hidden_size, n_layer=num_layers, n_head=num_heads, vocab_size=50257,
-                        n_positions=128)
+                        n_positions=128, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
     return _random_lm(GPT2LMHeadModel, config, gpt2_tokenizer(), dtype, {"name": "tiny-gpt2", "weights": None})
 
 

@@ -1,0 +1,70 @@
+"""The captioning task for the Trainer: RegionBatch -> SCAModel inputs -> caption loss.
+
+Regions arrive padded per image (``region_mask``); the model takes them flat with ``image_index``.
+With an ``EmbeddingCache`` the frozen image encoder runs once per image over the whole run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sca.models.segmenters.base import Prompts
+from sca.models.text import CaptionBatch
+from sca.training.trainer import LossParts
+
+__all__ = ["CaptionLoss", "region_inputs"]
+
+
+def region_inputs(batch, device: torch.device | str | None = None) -> dict[str, Any]:
+    """RegionBatch -> keyword arguments of ``SCAModel.forward``/``generate`` for its real regions.
+
+    Returns prompts [N, 1, 4] (flat boxes), image_index [N], task_ids [N] and, when the batch has
+    captions, captions [N, L] (the padded regions' rows removed)."""
+    mask = batch.region_mask
+    image_index = mask.nonzero(as_tuple=True)[0]
+    out: dict[str, Any] = {
+        "prompts": Prompts(boxes=batch.boxes[mask][:, None]),
+        "image_index": image_index,
+        "task_ids": batch.task_ids[mask],
+    }
+    if batch.captions is not None:
+        keep = mask.reshape(-1)
+        c = batch.captions
+        width = int(c.attention_mask[keep].sum(1).max()) if keep.any() else c.input_ids.shape[1]
+        out["captions"] = CaptionBatch(c.input_ids[keep][:, :width], c.attention_mask[keep][:, :width],
+                                       c.labels[keep][:, :width])
+    if device is not None:
+        out = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in out.items()}
+    return out
+
+
+class CaptionLoss:
+    """``(model, batch) -> LossParts`` for SCAModel; optional embedding cache.
+
+    cache: an ``EmbeddingCache`` (only valid when images are not augmented).
+    cache_keys: ``batch -> list[str]`` naming each image of the batch for the cache.
+    """
+
+    def __init__(self, cache=None, cache_keys=None):
+        if (cache is None) != (cache_keys is None):
+            raise ValueError("give both cache and cache_keys, or neither")
+        self.cache = cache
+        self.cache_keys = cache_keys
+
+    def __call__(self, model, batch) -> LossParts:
+        core = getattr(model, "module", model)  # DDP wraps the model
+        device = core.device
+        if len(batch) == 0 or batch.num_regions == 0:
+            # Every image of this micro-batch was bad (reported in batch.report): a zero loss that
+            # still touches every trainable parameter keeps DDP's gradient sync in step.
+            zero = sum(p.sum() * 0.0 for p in core.parameters() if p.requires_grad)
+            return LossParts(zero, 0, {"regions": 0.0})
+        inputs = region_inputs(batch, device)
+        if self.cache is not None:
+            features = self.cache.features(self.cache_keys(batch), batch.pixel_values)
+            out = model(features=features, **inputs)
+        else:
+            out = model(pixel_values=batch.pixel_values.to(device), **inputs)
+        return LossParts(out.loss_sum, out.num_tokens, {"regions": float(batch.num_regions)})
