@@ -99,6 +99,8 @@ def _transfer(url: str, part: Path, *, size: int | None, timeout: float, chunk: 
         if err.code == 416:
             part.unlink()
             return False
+        if err.code >= 500 or err.code == 429:  # the server's trouble: worth another attempt
+            raise ConnectionError(f"HTTP {err.code} {err.reason}") from None
         raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from None
     with resp:
         content_type = resp.headers.get("Content-Type", "")

@@ -43,6 +43,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404, "Not Found")
             return
         data, mode = st.files[self.path], st.modes.get(self.path)
+        if mode and mode.startswith("busy-") and len(st.requests) <= int(mode[5:]):
+            self.send_error(503, "Service Unavailable")
+            return
         if mode == "html":
             page = b"<html><body>Please confirm the download</body></html>"
             self.send_response(200)
@@ -142,6 +145,17 @@ def test_corrupted_file_names_both_hashes_and_leaves_nothing(server, tmp_path):
     with pytest.raises(ChecksumError, match=f"size mismatch: expected {len(DATA) + 1} bytes, got {len(DATA)}"):
         server.state.files["/g.bin"] = DATA
         download_file(f"{server.base}/g.bin", tmp_path / "g.bin", size=len(DATA) + 1, progress=False)
+    assert not (tmp_path / "g.bin").exists()
+
+
+def test_server_errors_are_retried_then_reported(server, tmp_path):
+    server.state.files["/f.bin"] = DATA
+    server.state.modes["/f.bin"] = "busy-2"  # two 503 answers, then the file
+    download_file(f"{server.base}/f.bin", tmp_path / "f.bin", sha256=SHA, progress=False, backoff=0)
+    assert (tmp_path / "f.bin").read_bytes() == DATA and len(server.state.requests) == 3
+    server.state.modes["/g.bin"], server.state.files["/g.bin"] = "busy-99", DATA
+    with pytest.raises(DownloadError, match=r"/g.bin: gave up after 3 attempts without progress \(HTTP 503"):
+        download_file(f"{server.base}/g.bin", tmp_path / "g.bin", progress=False, retries=2, backoff=0)
     assert not (tmp_path / "g.bin").exists()
 
 
