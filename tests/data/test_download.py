@@ -177,6 +177,14 @@ def _zip(path, members):
     return path
 
 
+def _zip_symlink(path):
+    with zipfile.ZipFile(path, "w") as zf:
+        info = zipfile.ZipInfo("link")
+        info.external_attr = (0o120777 << 16)  # a symlink member, as `zip --symlinks` writes it
+        zf.writestr(info, "/etc/passwd")
+    return path
+
+
 def _tar(path, members):
     with tarfile.open(path, "w:gz") as tf:
         for info, data in members:
@@ -199,6 +207,7 @@ def _file(name, data=b"x"):
 @pytest.mark.parametrize("make, message", [
     (lambda p: _zip(p / "a.zip", {"ok.txt": b"1", "../evil.txt": b"x"}), "member '../evil.txt' has a '..'"),
     (lambda p: _zip(p / "a.zip", {"/tmp/sca_evil.txt": b"x"}), "member '/tmp/sca_evil.txt' has an absolute path"),
+    (lambda p: _zip_symlink(p / "a.zip"), "member 'link' is a symlink (refused in zips)"),
     (lambda p: _tar(p / "a.tgz", [_file("ok.txt"), _link("etc", "/etc")]), "symlink 'etc' -> '/etc' points outside"),
     (lambda p: _tar(p / "a.tgz", [_link("d/up", "../../outside")]), "symlink 'd/up' -> '../../outside'"),
     (lambda p: _tar(p / "a.tgz", [_link("hl", "../secret", tarfile.LNKTYPE)]), "hard link 'hl'"),
