@@ -29,13 +29,14 @@ a batch in which every image was bad has B = 0 (``len(batch) == 0``): log its re
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from sca.data.dataset import BadSample, Sample
 from sca.data.report import DataReport
@@ -121,23 +122,26 @@ class RegionCollator:
         region_mask = torch.zeros(b, r, dtype=torch.bool)
         task_ids = torch.ones(b, r, dtype=torch.long)
         with_masks = samples[0].masks is not None
-        masks = torch.zeros(b, r, size, size, dtype=torch.bool) if with_masks else None
+        pixels = _zeros(b, 3, size, size, dtype=torch.float32)
+        masks = _zeros(b, r, size, size, dtype=torch.bool) if with_masks else None
         has_mask = torch.zeros(b, r, dtype=torch.bool) if with_masks else None
         flat_targets = [""] * (b * r)
+        pixels_np, masks_np = pixels.numpy(), (masks.numpy() if with_masks else None)
         for i, s in enumerate(samples):
             n = len(s.targets)
+            pixels_np[i] = s.pixel_values.numpy()
             boxes[i, :n] = s.boxes
             region_mask[i, :n] = True
             task_ids[i, :n] = s.task_ids
             if with_masks:
-                masks[i, :n] = s.masks
+                masks_np[i, :n] = s.masks.numpy()
                 has_mask[i, :n] = s.has_mask
             flat_targets[i * r: i * r + n] = s.targets
         captions = encode_captions(self.tokenizer, flat_targets, max_tokens=self.max_tokens)
         captions.labels[~region_mask.reshape(-1)] = IGNORE_INDEX
         geoms = [s.geometry for s in samples]
         return RegionBatch(
-            pixel_values=torch.stack([s.pixel_values for s in samples]),
+            pixel_values=pixels,
             boxes=boxes,
             region_mask=region_mask,
             task_ids=task_ids,
@@ -155,6 +159,16 @@ class RegionCollator:
             has_mask=has_mask,
             report=report,
         )
+
+
+def _zeros(*shape: int, dtype: torch.dtype) -> Tensor:
+    """``torch.zeros``, but inside a DataLoader worker allocated in shared memory, so the batch is not
+    copied again on its way to the main process (what torch's ``default_collate`` does too)."""
+    if get_worker_info() is None:  # numpy-backed: filled through .numpy() views, no torch threading
+        return torch.from_numpy(np.zeros(shape, dtype=torch.empty(0, dtype=dtype).numpy().dtype))
+    probe = torch.empty(0, dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(max(1, math.prod(shape)) * probe.element_size())
+    return probe.set_(storage, 0, shape).zero_()
 
 
 def _empty_batch(report: DataReport) -> RegionBatch:

@@ -178,11 +178,15 @@ def apply_geometry(image: np.ndarray, geom: Geometry, boxes: np.ndarray | None =
         raise ValueError(f"apply_geometry needs a [H, W, 3] uint8 image, got {image.dtype} {image.shape}")
     size = geom.size
     crop = np.array(_render(Image.fromarray(image), geom, Image.Resampling.BILINEAR))
-    pixels = torch.zeros(3, size, size, dtype=torch.float32)
-    content = torch.from_numpy(crop).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(pixel_mean, dtype=torch.float32)[:, None, None]
-    std = torch.tensor(pixel_std, dtype=torch.float32)[:, None, None]
-    pixels[:, : crop.shape[0], : crop.shape[1]] = (content - mean) / std
+    # numpy, in place and single-threaded: per-sample work in loader processes stays cheap, and torch's
+    # intra-op threads never contend on small tensors when loading runs in the main process.
+    pixels = np.zeros((3, size, size), dtype=np.float32)  # padding: 0 after normalising
+    content = pixels[:, : crop.shape[0], : crop.shape[1]]
+    content[...] = crop.transpose(2, 0, 1)  # uint8 -> float32
+    mean = np.asarray(pixel_mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(pixel_std, dtype=np.float32)[:, None, None]
+    content *= 1.0 / (255.0 * std)
+    content -= mean / std  # = (x / 255 - mean) / std
 
     b = geom.boxes_to_input(np.zeros((0, 4)) if boxes is None else boxes)
     cw, ch = geom.content
@@ -194,14 +198,15 @@ def apply_geometry(image: np.ndarray, geom: Geometry, boxes: np.ndarray | None =
     if masks is not None:
         if len(masks) != len(b):
             raise ValueError(f"apply_geometry got {len(masks)} masks for {len(b)} boxes")
-        out_masks = torch.zeros(int(keep.sum()), size, size, dtype=torch.bool)
+        frames = np.zeros((int(keep.sum()), size, size), dtype=bool)
         for j, i in enumerate(np.flatnonzero(keep)):
             m = np.asarray(masks[i], dtype=bool)
             if m.shape != (geom.height, geom.width):
                 raise ValueError(f"mask {i} has shape {m.shape}, expected {(geom.height, geom.width)}")
             r = np.asarray(_render(Image.fromarray(m.astype(np.uint8) * 255), geom, Image.Resampling.BILINEAR))
-            out_masks[j, : r.shape[0], : r.shape[1]] = torch.from_numpy(r >= 128)
-    return Transformed(pixels, torch.from_numpy(b[keep]).float(), keep, out_masks)
+            frames[j, : r.shape[0], : r.shape[1]] = r >= 128
+        out_masks = torch.from_numpy(frames)
+    return Transformed(torch.from_numpy(pixels), torch.from_numpy(b[keep].astype(np.float32)), keep, out_masks)
 
 
 def denormalize(pixel_values: Tensor, pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD) -> np.ndarray:
