@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from sca.data.images import ImageError, load_image
+from sca.data.images import ImageError, LoadedImage, load_image
 from sca.data.io import RecordStore
 from sca.data.masks import rle_decode
 from sca.data.records import ImageRecord
@@ -235,13 +235,16 @@ class RegionDataset(Dataset):
         if len(chosen) == 0:
             report.add("no_regions", "dropped-image", rec.image_id, None, "every box vanishes in the S frame")
             return BadSample(rec.image_id, index, report)
-        image = self._load(rec, geom, report)
-        if image is None:
+        loaded = self._load(rec, geom, report)
+        if loaded is None:
             return BadSample(rec.image_id, index, report)
+        # image pixels per record pixel: a JPEG draft reduction times any size mismatch
+        image_scale = (loaded.pixel_scale[0] * loaded.size[0] / rec.width,
+                       loaded.pixel_scale[1] * loaded.size[1] / rec.height)
         picked = [regions[i] for i in chosen]
         masks, has_mask = self._masks(rec, picked, report) if self.load_masks else (None, None)
-        out = apply_geometry(image, geom, boxes[chosen], masks, pixel_mean=self.transform.pixel_mean,
-                             pixel_std=self.transform.pixel_std, min_box_size=-1.0)
+        out = apply_geometry(loaded.array, geom, boxes[chosen], masks, pixel_mean=self.transform.pixel_mean,
+                             pixel_std=self.transform.pixel_std, min_box_size=-1.0, image_scale=image_scale)
         targets, references = self._texts(rec, picked, geom, rng, report)
         return Sample(
             image_id=rec.image_id,
@@ -258,7 +261,7 @@ class RegionDataset(Dataset):
             report=report,
         )
 
-    def _load(self, rec: ImageRecord, geom: Geometry, report: DataReport) -> np.ndarray | None:
+    def _load(self, rec: ImageRecord, geom: Geometry, report: DataReport) -> LoadedImage | None:
         path = self.image_path(rec)
         need = (math.ceil(rec.width * geom.scale[0]), math.ceil(rec.height * geom.scale[1])) if self.draft else None
         try:
@@ -280,7 +283,7 @@ class RegionDataset(Dataset):
                 return None
             report.add("image_size_mismatch", "fixed", rec.image_id, None,
                        f"{path.name} is {w}x{h}, the record says {rw}x{rh}; annotations rescaled")
-        return loaded.array
+        return loaded
 
     def _masks(self, rec: ImageRecord, picked: list[CleanRegion], report: DataReport):
         masks, has = [], []

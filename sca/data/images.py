@@ -47,12 +47,15 @@ class ImageError(Exception):
 
 @dataclass
 class LoadedImage:
-    """array: [H, W, 3] uint8 RGB. size: (width, height) of the full-resolution, EXIF-oriented image
-    (differs from the array's only after a JPEG draft reduction). notes: [(kind, detail)]."""
+    """array: [H, W, 3] uint8 RGB. size: (width, height) of the full-resolution, EXIF-oriented image.
+    pixel_scale: (x, y) array pixels per full-resolution pixel: 1 unless a JPEG draft reduced the
+    decode by k, then exactly 1/k (the array's last row/column may cover a partial block, so this is
+    not array size / size). notes: [(kind, detail)]."""
 
     array: np.ndarray
     size: tuple[int, int]
     notes: list[tuple[str, str]] = field(default_factory=list)
+    pixel_scale: tuple[float, float] = (1.0, 1.0)
 
 
 def _orientation(img: Image.Image) -> int:
@@ -114,9 +117,15 @@ def load_image(path: str | os.PathLike, *, exif: bool = True,
             orientation = _orientation(img) if exif else 1
             swap = orientation in (5, 6, 7, 8)  # transposing orientations
             full = img.size[::-1] if swap else img.size
+            pixel_scale = (1.0, 1.0)
             if min_size is not None and img.format == "JPEG":
                 want = tuple(min_size)[::-1] if swap else tuple(min_size)
-                img.draft(img.mode, (max(1, int(want[0])), max(1, int(want[1]))))
+                raw = img.size
+                drafted = img.draft(img.mode, (max(1, int(want[0])), max(1, int(want[1]))))
+                if drafted is not None:  # (mode, box): the full image maps to box in the reduced one
+                    box = drafted[1]
+                    pixel_scale = (box[2] / raw[0], box[3] / raw[1])
+                    pixel_scale = pixel_scale[::-1] if swap else pixel_scale
             img.load()
             if getattr(img, "n_frames", 1) > 1:
                 notes.append(("image_mode", f"{img.n_frames} frames; the first is used"))
@@ -128,7 +137,7 @@ def load_image(path: str | os.PathLike, *, exif: bool = True,
         raise ImageError(path, "image_corrupt", f"{type(err).__name__}: {err}") from None
     if array.ndim != 3 or array.shape[2] != 3 or 0 in array.shape:
         raise ImageError(path, "image_corrupt", f"decoded to an unusable array of shape {array.shape}")
-    return LoadedImage(array, (int(full[0]), int(full[1])), notes)
+    return LoadedImage(array, (int(full[0]), int(full[1])), notes, pixel_scale)
 
 
 def image_size(path: str | os.PathLike, *, exif: bool = True) -> tuple[int, int]:

@@ -107,9 +107,9 @@ class Geometry:
             b[:, [0, 2]] = self.width - b[:, [2, 0]]
         return b
 
-    def source_box(self, src_width: int, src_height: int) -> tuple[float, float, float, float]:
-        """The region of a source image (of any resolution of the original) that the content shows."""
-        ax, ay = src_width / self.width, src_height / self.height
+    def source_box(self, ax: float = 1.0, ay: float = 1.0) -> tuple[float, float, float, float]:
+        """The region of the source image that the content shows, in source pixels, for a source
+        that has (ax, ay) pixels per original pixel (1 for the original itself)."""
         x0 = self.offset[0] / self.scale[0]
         x1 = (self.offset[0] + self.content[0]) / self.scale[0]
         if self.flipped:
@@ -161,23 +161,27 @@ class Transformed:
     masks: Tensor | None
 
 
-def _render(img: Image.Image, geom: Geometry, resample: Image.Resampling) -> Image.Image:
-    out = img.resize(geom.content, resample=resample, box=geom.source_box(*img.size))
+def _render(img: Image.Image, geom: Geometry, resample: Image.Resampling,
+            scale: tuple[float, float] | None = None) -> Image.Image:
+    ax, ay = scale if scale is not None else (img.size[0] / geom.width, img.size[1] / geom.height)
+    out = img.resize(geom.content, resample=resample, box=geom.source_box(ax, ay))
     return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if geom.flipped else out
 
 
 def apply_geometry(image: np.ndarray, geom: Geometry, boxes: np.ndarray | None = None,
                    masks: list[np.ndarray] | None = None, *, pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD,
-                   min_box_size: float = 0.0) -> Transformed:
+                   min_box_size: float = 0.0, image_scale: tuple[float, float] | None = None) -> Transformed:
     """Render ``image`` ([H, W, 3] uint8, any resolution of the original) into the S frame.
 
     boxes: [R, 4] original-pixel boxes. masks: R arrays [height, width] bool at the original size
     (``geom.height x geom.width``), or None. Dropped boxes drop their masks too.
+    image_scale: (x, y) image pixels per original pixel; default image size / original size (give
+    ``LoadedImage.pixel_scale`` after a JPEG draft decode, whose size is rounded up).
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"apply_geometry needs a [H, W, 3] uint8 image, got {image.dtype} {image.shape}")
     size = geom.size
-    crop = np.array(_render(Image.fromarray(image), geom, Image.Resampling.BILINEAR))
+    crop = np.array(_render(Image.fromarray(image), geom, Image.Resampling.BILINEAR, image_scale))
     # numpy, in place and single-threaded: per-sample work in loader processes stays cheap, and torch's
     # intra-op threads never contend on small tensors when loading runs in the main process.
     pixels = np.zeros((3, size, size), dtype=np.float32)  # padding: 0 after normalising

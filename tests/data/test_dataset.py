@@ -65,6 +65,23 @@ def test_same_seed_epoch_index_same_sample_and_epochs_differ(synthetic):
     assert sum(differ) >= 6 and sum(differ_epoch) >= 6
 
 
+def test_jpeg_draft_decoding_keeps_regions_aligned(tmp_path):
+    img = np.full((301, 427, 3), 30, np.uint8)
+    img[200:280, 330:410] = 250  # a white block near the bottom-right, where draft rounding would show
+    Image.fromarray(img).save(tmp_path / "odd.jpg", quality=95)
+    rec = ImageRecord(image_id=1, file_name="odd.jpg", width=427, height=301,
+                      regions=[Region(box=(330, 200, 410, 280), phrases=["white block"])])
+    outs = [RegionDataset([rec], tmp_path, train=False, draft=d, transform=TransformConfig(image_size=S))[0]
+            for d in (True, False)]
+    assert torch.equal(outs[0].boxes, outs[1].boxes)
+    assert (outs[0].pixel_values - outs[1].pixel_values).abs().mean() < 0.05
+    x0, y0, x1, y1 = outs[0].boxes[0].tolist()
+    white = outs[0].pixel_values[0] > 1.5
+    ys, xs = torch.nonzero(white, as_tuple=True)
+    assert abs(xs.min().item() - x0) <= 1 and abs(xs.max().item() + 1 - x1) <= 1
+    assert abs(ys.min().item() - y0) <= 1 and abs(ys.max().item() + 1 - y1) <= 1
+
+
 def test_masks_are_loaded_into_the_frame(synthetic):
     ds = RegionDataset(synthetic / "val.jsonl.gz", synthetic, train=False, load_masks=True,
                        transform=TransformConfig(image_size=S))

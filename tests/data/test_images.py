@@ -96,7 +96,12 @@ def test_jpeg_draft_decodes_smaller_but_reports_full_size(tmp_path):
     Image.fromarray(np.zeros((400, 640, 3), np.uint8) + 90).save(tmp_path / "big.jpg")
     out = load_image(tmp_path / "big.jpg", min_size=(150, 90))
     assert out.size == (640, 400) and out.array.shape == (100, 160, 3)  # 1/4: smallest >= 150 x 90
-    assert load_image(tmp_path / "big.jpg", min_size=(640, 400)).array.shape == (400, 640, 3)
+    assert out.pixel_scale == (0.25, 0.25)
+    full = load_image(tmp_path / "big.jpg", min_size=(640, 400))
+    assert full.array.shape == (400, 640, 3) and full.pixel_scale == (1.0, 1.0)
+    Image.fromarray(np.zeros((301, 427, 3), np.uint8)).save(tmp_path / "odd.jpg")
+    odd = load_image(tmp_path / "odd.jpg", min_size=(50, 30))
+    assert odd.array.shape == (38, 54, 3) and odd.pixel_scale == (0.125, 0.125)  # ceil(301/8), ceil(427/8)
 
 
 def test_truncated_corrupt_and_missing_files_raise_naming_the_file(tmp_path):
