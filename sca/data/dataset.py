@@ -151,11 +151,13 @@ class RegionDataset(Dataset):
     load_masks: decode region masks into the S frame (regions without one get ``has_mask`` False).
     max_caption_chars: training targets are cut to this many characters (references stay whole).
     draft: let JPEGs decode at a reduced size when the S frame needs less (faster, slightly softer).
+    strict: re-raise unforeseen errors instead of reporting them as ``sample_error`` (for debugging).
     """
 
     def __init__(self, records: Sequence[ImageRecord] | str | os.PathLike, image_root: str | os.PathLike,
                  *, train: bool, transform: TransformConfig | None = None, regions_per_image: int = 16,
-                 load_masks: bool = False, seed: int = 0, max_caption_chars: int = 512, draft: bool = True):
+                 load_masks: bool = False, seed: int = 0, max_caption_chars: int = 512, draft: bool = True,
+                 strict: bool = False):
         self.load_report = DataReport()
         if isinstance(records, str | os.PathLike):
             records = RecordStore.load(records, report=self.load_report)
@@ -174,6 +176,7 @@ class RegionDataset(Dataset):
         self.epoch = 0
         self.max_caption_chars = max_caption_chars
         self.draft = draft
+        self.strict = strict
 
     def __len__(self) -> int:
         return len(self.records)
@@ -210,6 +213,22 @@ class RegionDataset(Dataset):
     # -- one sample -------------------------------------------------------------------------------
     def __getitem__(self, index: int) -> Sample | BadSample:
         report = DataReport()
+        try:
+            return self._sample(index, report)
+        except Exception as err:  # anything unforeseen: reported with its id, the run goes on
+            if self.strict:
+                raise
+            image_id = getattr(self._safe_record(index), "image_id", None)
+            report.add("sample_error", "dropped-image", image_id, None, f"record {index}: {type(err).__name__}: {err}")
+            return BadSample(image_id, index, report)
+
+    def _safe_record(self, index: int) -> ImageRecord | None:
+        try:
+            return self.records[index]
+        except Exception:
+            return None
+
+    def _sample(self, index: int, report: DataReport) -> Sample | BadSample:
         try:
             rec = self.records[index]
         except ValueError as err:

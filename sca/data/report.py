@@ -37,6 +37,7 @@ KINDS = {
     "caption_empty": "phrase is empty or whitespace",
     "caption_long": "phrase longer than the character limit; the training target was cut",
     "no_regions": "no usable region left in the image",
+    "sample_error": "an unforeseen error while making the sample (the message says which)",
 }
 
 __all__ = ["ACTIONS", "KINDS", "DataReport", "Issue"]

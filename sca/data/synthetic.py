@@ -13,6 +13,10 @@ at least ``min_visible`` visible. An object's mask is exactly the set of pixels 
 
 Image ``(split, index)`` is drawn from ``np.random.default_rng([seed, crc32(split), index])``: the
 same seed gives the same bytes, and growing a split keeps its first images unchanged.
+
+Training on the captions flavour: its captions name sides and places, so flip with
+``TransformConfig(flip_text="swap-left-right")``, and keep ``scale_range`` at most 1 (e.g. 0.5-1.0)
+if stated places and neighbours must stay in view (a jitter scale above 1 crops the scene).
 """
 
 from __future__ import annotations

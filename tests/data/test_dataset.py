@@ -226,6 +226,22 @@ def test_a_loader_over_bad_data_never_dies_and_accounts_for_every_image(bad_set,
     assert regions > 10
 
 
+def test_unforeseen_errors_are_reported_unless_strict(tmp_path, monkeypatch):
+    write_png(tmp_path / "ok.png", scene())
+    ds = RegionDataset([scene_record("ok", "ok.png")], tmp_path, train=False, transform=TransformConfig(image_size=S))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("resampler exploded")
+
+    monkeypatch.setattr("sca.data.dataset.apply_geometry", broken)
+    bad = ds[0]
+    assert isinstance(bad, BadSample) and bad.image_id == "ok"
+    assert "RuntimeError: resampler exploded" in bad.report.issues("sample_error")[0].detail
+    ds.strict = True
+    with pytest.raises(RuntimeError, match="exploded"):
+        ds[0]
+
+
 def test_check_runs_over_the_whole_set(bad_set):
     root, recs = bad_set
     report = RegionDataset(recs, root, train=False).check(images=True)
