@@ -8,6 +8,7 @@ prints wall time, peak RSS (ru_maxrss) and the size of the compact store.
     .venv/bin/python benchmarks/bench_vg_index.py                  # full size (~1 min to generate)
     .venv/bin/python benchmarks/bench_vg_index.py --scale 0.1 --splits train test
     .venv/bin/python benchmarks/bench_vg_index.py --baseline --stdlib
+    .venv/bin/python benchmarks/bench_vg_index.py --dir /tmp/vg --keep     # then --dir /tmp/vg --reuse
 
 ``--baseline`` loads the whole file at once with orjson (the obvious alternative) to show the memory
 that the streaming reader avoids; ``--stdlib`` indexes the first split again without orjson.
@@ -109,6 +110,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of VG's size (1.0 = full)")
     parser.add_argument("--dir", help="where to write the files (default: a temporary folder, removed after)")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.add_argument("--reuse", action="store_true", help="with --dir: index the files already there")
     parser.add_argument("--splits", nargs="+", default=["train", "test"], choices=["train", "val", "test", "all"])
     parser.add_argument("--baseline", action="store_true", help="also time orjson.loads of the whole file")
     parser.add_argument("--stdlib", action="store_true",
@@ -122,9 +124,14 @@ def main() -> None:
     tmp = None if args.dir else tempfile.TemporaryDirectory(prefix="bench_vg_")
     root = Path(args.dir or tmp.name)
     t0 = time.perf_counter()
-    info = generate(root, args.scale)
-    print(f"generated {info['images']:,} images, {info['regions']:,} regions, region_descriptions.json "
-          f"{info['bytes'] / 2**20:,.0f} MiB in {time.perf_counter() - t0:.1f} s ({root})")
+    if args.reuse and (root / "region_descriptions.json").is_file():
+        print(f"reusing {root}: region_descriptions.json "
+              f"{(root / 'region_descriptions.json').stat().st_size / 2**20:,.0f} MiB")
+    else:
+        info = generate(root, args.scale)
+        print(f"generated {info['images']:,} images, {info['regions']:,} regions, region_descriptions.json "
+              f"{info['bytes'] / 2**20:,.0f} MiB in {time.perf_counter() - t0:.1f} s ({root})")
+    print(f"load average before the runs: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'split':<26}{'images':>9}{'regions':>11}{'index s':>9}{'peak RSS MiB':>14}{'RSS imports':>13}"
           f"{'store MiB':>11}{'records/s':>11}")
     runs = [*args.splits, *([f"{args.splits[0]}:stdlib"] if args.stdlib else []),
