@@ -76,20 +76,26 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process (user + system): less sensitive than wall time to other load."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def child(root: str, split: str) -> dict:
     """Runs in a fresh process: index one split, touch 10K records, report figures."""
     from sca.data.readers import read_vg
 
     split, _, path = split.partition(":")
-    base = _rss_mb()
+    base, cpu0 = _rss_mb(), _cpu_s()
     t0 = time.perf_counter()
     recs = read_vg(root, split, fast=path != "stdlib")
-    t_index = time.perf_counter() - t0
+    t_index, cpu_index = time.perf_counter() - t0, _cpu_s() - cpu0
     t0 = time.perf_counter()
     n = min(len(recs), 10_000)
     touched = sum(len(recs[i].regions) for i in range(n))
     t_touch = time.perf_counter() - t0
-    return {"split": split + (" (json module)" if path == "stdlib" else ""), "images": len(recs), "regions": recs.num_regions, "index_s": t_index,
+    return {"split": split + (" (json module)" if path == "stdlib" else ""), "images": len(recs), "regions": recs.num_regions, "index_s": t_index, "cpu_s": cpu_index,
             "peak_rss_mb": _rss_mb(), "rss_after_imports_mb": base, "store_mb": recs.nbytes / 2**20,
             "records_per_s": n / t_touch if t_touch else 0.0, "touched_regions": touched}
 
@@ -97,12 +103,12 @@ def child(root: str, split: str) -> dict:
 def child_baseline(root: str) -> dict:
     import orjson
 
-    base = _rss_mb()
+    base, cpu0 = _rss_mb(), _cpu_s()
     t0 = time.perf_counter()
     data = orjson.loads(Path(root, "region_descriptions.json").read_bytes())
     regions = sum(len(e["regions"]) for e in data)
     return {"split": "orjson.loads(whole file)", "images": len(data), "regions": regions,
-            "index_s": time.perf_counter() - t0, "peak_rss_mb": _rss_mb(), "rss_after_imports_mb": base}
+            "index_s": time.perf_counter() - t0, "cpu_s": _cpu_s() - cpu0, "peak_rss_mb": _rss_mb(), "rss_after_imports_mb": base}
 
 
 def main() -> None:
@@ -132,7 +138,7 @@ def main() -> None:
         print(f"generated {info['images']:,} images, {info['regions']:,} regions, region_descriptions.json "
               f"{info['bytes'] / 2**20:,.0f} MiB in {time.perf_counter() - t0:.1f} s ({root})")
     print(f"load average before the runs: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"{'split':<26}{'images':>9}{'regions':>11}{'index s':>9}{'peak RSS MiB':>14}{'RSS imports':>13}"
+    print(f"{'split':<26}{'images':>9}{'regions':>11}{'index s':>9}{'cpu s':>7}{'peak RSS MiB':>14}{'RSS imports':>13}"
           f"{'store MiB':>11}{'records/s':>11}")
     runs = [*args.splits, *([f"{args.splits[0]}:stdlib"] if args.stdlib else []),
             *(["baseline"] if args.baseline else [])]
@@ -141,7 +147,8 @@ def main() -> None:
         out = subprocess.run([sys.executable, __file__, "--child", str(root), split], check=True,
                              capture_output=True, text=True, env=env)
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{r['split']:<26}{r['images']:>9,}{r['regions']:>11,}{r['index_s']:>9.1f}{r['peak_rss_mb']:>14,.0f}"
+        print(f"{r['split']:<26}{r['images']:>9,}{r['regions']:>11,}{r['index_s']:>9.1f}{r['cpu_s']:>7.1f}"
+              f"{r['peak_rss_mb']:>14,.0f}"
               f"{r['rss_after_imports_mb']:>13,.0f}{r.get('store_mb', float('nan')):>11,.0f}"
               f"{r.get('records_per_s', float('nan')):>11,.0f}")
     if tmp is not None and not args.keep:
