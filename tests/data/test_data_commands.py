@@ -2,9 +2,19 @@
 
 import json
 
+import pytest
+
+from sca import cli
 from sca.cli import main
 from sca.data.io import read_records, write_records
 from sca.data.records import ImageRecord, Region
+
+
+@pytest.fixture(autouse=True)
+def _only_data_commands(monkeypatch):
+    """Build the CLI with just ``sca data``: other command modules are imported by their own tests
+    (importing them here, under capsys, would leak this test's captured streams into theirs)."""
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["sca.data.commands"])
 
 
 def test_generate_verify_check_and_show(tmp_path, capsys):
