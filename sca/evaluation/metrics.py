@@ -182,12 +182,16 @@ def _check_references(references: Mapping[Any, Sequence[str]]) -> None:
 class MeteorScorer:
     """pycocoevalcap's METEOR 1.5 process. Its JVM takes 6-30 s to load the paraphrase tables, so it
     starts at construction (while the caller tokenises) and can serve several ``score_systems`` calls:
-    ``with MeteorScorer() as m: score_systems(..., meteor=m)``. ``close()`` ends the process."""
+    ``with MeteorScorer() as m: score_systems(..., meteor=m)``. ``close()`` ends the process.
+    scorer: an already running ``pycocoevalcap.meteor.meteor.Meteor`` to wrap (METEOR's ``-stdio``
+    mode scores every SCORE line on its own, so one process can serve any number of callers)."""
 
-    def __init__(self):
-        from pycocoevalcap.meteor.meteor import Meteor
+    def __init__(self, scorer=None):
+        if scorer is None:
+            from pycocoevalcap.meteor.meteor import Meteor
 
-        self.scorer = Meteor()  # Popen: the JVM starts loading now
+            scorer = Meteor()  # Popen: the JVM starts loading now
+        self.scorer = scorer
 
     def compute_score(self, gts, res):
         if self.scorer.meteor_p.poll() is not None:
