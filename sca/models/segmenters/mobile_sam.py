@@ -101,14 +101,15 @@ def build_mobile_sam(
 @IMAGE_ENCODERS.register("mobile-sam", tags=("lightweight",))
 def mobile_sam(*, weights: str | None = None, dtype: str | None = None) -> SamSegmenter:
     """MobileSAM: TinyViT-5M image encoder + SAM prompt encoder/mask decoder. weights: None, 'mobile_sam' or a mobile_sam.pt file."""
+    path = None
     if weights is not None:
-        weights = fetch_weights_file(weights, MOBILE_SAM_URLS)
-        if not is_weights_file(weights):
+        path = fetch_weights_file(weights, MOBILE_SAM_URLS)
+        if not is_weights_file(path):
             raise FileNotFoundError(
                 f"MobileSAM weights {weights!r} are neither a file nor a tag ({', '.join(MOBILE_SAM_URLS)})"
             )
-    segmenter = build_mobile_sam(MOBILE_SAM, sam_config("b"), weights, dtype)
-    segmenter.source = {"weights": weights}
+    segmenter = build_mobile_sam(MOBILE_SAM, sam_config("b"), path, dtype)
+    segmenter.source = {"weights": weights}  # the tag as given, not the cache path it resolved to
     return segmenter
 
 
