@@ -40,7 +40,8 @@ def _default_root(name: str) -> str:
     return roots[0] if roots else f"data/{name}"
 
 
-def print_table(out=sys.stdout) -> None:
+def print_table(out=None) -> None:
+    out = out or sys.stdout  # bound at call time: a test capturing stdout may have replaced it
     for src in SOURCES.values():
         print(f"{src.name}: {src.summary}", file=out)
         for f in src.files:

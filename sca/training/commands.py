@@ -15,7 +15,7 @@ from typing import Any
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train the SCA captioner (resumes a killed run)")
-    p.add_argument("--config", required=True, help="YAML with sections model, data, train")
+    p.add_argument("--config", required=True, help="YAML with sections model, data, train (and eval)")
     p.add_argument("--output", required=True, help="run folder: model/, checkpoints/, live/")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value (YAML syntax), e.g. --set train.max_steps=100")
@@ -42,9 +42,9 @@ def load_config(path: str, overrides: list[str]) -> dict[str, Any]:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(value)
-    unknown = sorted(set(config) - {"model", "data", "train"})
+    unknown = sorted(set(config) - {"model", "data", "train", "eval"})
     if unknown:
-        raise ValueError(f"config {path!r} has unknown section(s) {unknown}; expected model, data, train")
+        raise ValueError(f"config {path!r} has unknown section(s) {unknown}; expected model, data, train, eval")
     return config
 
 
@@ -53,7 +53,8 @@ def run(args) -> int:
 
     config = load_config(args.config, args.set)
     result = run_training(model=config["model"], data=config["data"], train=config["train"],
-                          output_dir=args.output, cache_dir=args.cache_dir, resume=not args.no_resume)
+                          eval=config.get("eval"), output_dir=args.output, cache_dir=args.cache_dir,
+                          resume=not args.no_resume)
     summary = {"steps": result.steps, "final_loss": result.final_loss, "output": str(result.output_dir),
                "data_issues": result.data_report.summary() if result.data_report is not None else {}}
     print(json.dumps(summary))

@@ -18,7 +18,7 @@ from typing import Any
 from sca.training.config import TrainConfig
 from sca.training.trainer import Trainer, TrainResult
 
-__all__ = ["DataConfig", "build_datasets", "run_training"]
+__all__ = ["DataConfig", "build_datasets", "periodic_eval", "run_training"]
 
 
 @dataclass
@@ -73,10 +73,40 @@ def build_datasets(data: DataConfig, *, image_size: int, pixel_mean, pixel_std, 
     return train, val
 
 
+def periodic_eval(data: DataConfig, output_dir: str | os.PathLike, *, max_images: int = 32,
+                  metrics: tuple[str, ...] = ("CIDEr-D",), num_beams: int = 1, max_new_tokens: int = 20) -> Callable:
+    """An ``eval_fn`` for the Trainer: caption the first ``max_images`` validation images, score them
+    (and the trivial baselines) into ``output_dir/eval/step-N``, return the model's figures."""
+    if not data.val_records:
+        raise ValueError("periodic evaluation needs data.val_records")
+    from sca.data.io import read_records
+    from sca.evaluation.predict import GenerationSettings
+    from sca.evaluation.run import evaluate_model
+
+    records = read_records(data.val_records)[:max_images]
+    generation = GenerationSettings(num_beams=num_beams, max_new_tokens=max_new_tokens)
+
+    def eval_fn(model, step: int) -> dict[str, float]:
+        result = evaluate_model(model, records, data.val_images or data.images, Path(output_dir) / "eval" / f"step-{step}",
+                                train_records=data.train_records, generation=generation, metrics=metrics,
+                                figure_images=0, progress=False, num_workers=0)
+        figures = {k: v for k, v in result["model"]["scores"].items()}
+        for name, base in result["baselines"].items():
+            for k, v in base["scores"].items():
+                figures[f"baseline_{name}/{k}"] = v
+        return figures
+
+    return eval_fn
+
+
 def run_training(*, model: dict[str, Any], data: dict[str, Any], train: dict[str, Any],
-                 output_dir: str | os.PathLike, eval_fn: Callable | None = None, cache_dir: str | None = None,
-                 resume: bool = True, accelerator=None, progress: bool = True) -> TrainResult:
-    """Build the captioner and the data from plain dicts and train it (see the module docstring)."""
+                 output_dir: str | os.PathLike, eval: dict[str, Any] | None = None, eval_fn: Callable | None = None,
+                 cache_dir: str | None = None, resume: bool = True, accelerator=None,
+                 progress: bool = True) -> TrainResult:
+    """Build the captioner and the data from plain dicts and train it (see the module docstring).
+
+    eval: periodic evaluation on the validation records (``periodic_eval`` options: max_images,
+    metrics, num_beams, max_new_tokens), every ``train.eval_every`` steps and at the end."""
     from sca.data.collate import RegionCollator
     from sca.data.io import sha256_file
     from sca.models.captioner import SCAModel
@@ -106,6 +136,8 @@ def run_training(*, model: dict[str, Any], data: dict[str, Any], train: dict[str
         cache = EmbeddingCache(cache_dir or Path(output_dir) / "embedding-cache", seg, model_cfg.image_encoder,
                                context)
         loss = CaptionLoss(cache, cache_keys=lambda batch: [str(i) for i in batch.image_ids])
+    if eval is not None and eval_fn is None:
+        eval_fn = periodic_eval(data_cfg, output_dir, **eval)
     collator = RegionCollator(captioner.lm.require_tokenizer(), max_tokens=model_cfg.max_caption_tokens)
     trainer = Trainer(captioner, train_set, collate_fn=collator, loss_fn=loss, config=train_cfg,
                       output_dir=output_dir, eval_fn=eval_fn, accelerator=accelerator, progress=progress)
