@@ -268,3 +268,31 @@ def test_mobile_sam_weights_must_be_a_file_or_tag():
     # The mobile_sam.pt layout itself is checked against MobileSAM's code in test_mobile_sam.py.
     with pytest.raises(FileNotFoundError, match="not a file"):
         IMAGE_ENCODERS.build("tiny-mobile-sam", weights="/nowhere/mobile_sam.pt")
+
+
+# ---------------------------------------------------------------------------------------------------
+# In the captioner
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["tiny-sam-hq", "tiny-mobile-sam", "tiny-timm-samvit", "tiny-timm-backbone",
+                                  "tiny-open-clip-backbone"])
+def test_new_encoders_drive_the_captioner_and_only_their_neck_trains(name):
+    import dataclasses
+
+    from sca.models.captioner import SCAModel
+    from sca.models.config import TINY_CONFIG
+    from sca.models.text import encode_captions
+
+    torch.manual_seed(0)
+    model = SCAModel(dataclasses.replace(TINY_CONFIG, image_encoder={"name": name})).train()
+    S = model.segmenter.image_size
+    boxes = torch.tensor([[[1.0, 2, 30, 40], [10, 10, 60, 50]], [[5.0, 5, 20, 20], [30, 30, 50, 60]]])
+    caps = encode_captions(model.lm.tokenizer, ["a red circle", "a square", "two cats", "a tree"])
+    loss = model(pixel_values=torch.randn(2, 3, S, S), prompts=Prompts(boxes=boxes), captions=caps).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    segmenter_grads = {n for n, p in model.segmenter.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    trainable = model.segmenter.trainable_module_names()
+    assert all(any(n.startswith(t + ".") for t in trainable) for n in segmenter_grads), sorted(segmenter_grads)[:5]
+    if trainable:  # backbone + neck: the neck learns, and is saved with the captioner's trainable weights
+        assert segmenter_grads
+        assert any(k.startswith("segmenter.sam.vision_encoder.neck.") for k in model.trainable_state_dict())
