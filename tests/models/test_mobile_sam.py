@@ -24,6 +24,16 @@ SMALL = TinyVitSpec(embed_dims=(8, 16, 24, 320), depths=(1, 1, 1, 1), num_heads=
                     window_sizes=(7, 7, 14, 7), out_channels=256)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Toy-size models run faster on one thread (no OpenMP fork/join per tiny op, which on a shared
+    2-core machine can cost more than the op); restored afterwards for the rest of the session."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def mobile_sam_modeling():
     with preserved_timm_registry():

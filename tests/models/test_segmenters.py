@@ -17,6 +17,16 @@ IMAGE_ENCODERS, _ = load_registries()
 TINY = IMAGE_ENCODERS.names(tiny=True)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Toy-size models run faster on one thread (no OpenMP fork/join per tiny op, which on a shared
+    2-core machine can cost more than the op); restored afterwards for the rest of the session."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def sam_file(tmp_path_factory):
     """An original segment-anything checkpoint of tiny-sam's size."""
