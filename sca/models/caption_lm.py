@@ -1,0 +1,164 @@
+"""A small causal LM the embedded default builds for itself, then freezes (a documented deviation).
+
+The paper's LM is a public pretrained model (GPT2-large) kept frozen. No such model can be had on
+these machines except SmolLM2-135M, whose training step takes ~20 s on 2 cores (README, "Embedded
+default") — too slow for a pipeline that must run in minutes. So the embedded default makes the
+same situation in miniature: it pretrains a small GPT-2 on TEXT ONLY (captions of synthetic scenes
+that are not among the captioner's training images, plus category names), freezes it, and SCA then
+trains only its mixer, queries, task tokens and projection to steer this frozen LM, as in the paper.
+
+The tokenizer is word-level, built from the corpus (a few hundred words), which keeps the softmax
+cheap; words it has not seen map to [UNK]. Model and tokenizer are saved as a normal Hugging Face
+folder, which the ``causal-lm`` registry entry loads (``weights=<folder>``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from sca.models.text import IGNORE_INDEX
+
+EOS = "<|endoftext|>"
+UNK = "[UNK]"
+
+__all__ = ["CaptionLMTrainee", "build_word_tokenizer", "caption_lm_loss", "new_caption_lm"]
+
+
+def build_word_tokenizer(texts: Iterable[str], *, min_count: int = 1) -> PreTrainedTokenizerFast:
+    """A lower-casing word-level tokenizer (words and punctuation) over ``texts``; EOS doubles as pad."""
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
+    from tokenizers.models import WordLevel
+
+    pre = pre_tokenizers.Whitespace()
+    norm = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(w for w, _ in pre.pre_tokenize_str(norm.normalize_str(text)))
+    words = sorted(w for w, c in counts.items() if c >= min_count)
+    if not words:
+        raise ValueError("build_word_tokenizer got no words: the corpus is empty")
+    vocab = {EOS: 0, UNK: 1, **{w: i + 2 for i, w in enumerate(words)}}
+    tok = Tokenizer(WordLevel(vocab, unk_token=UNK))
+    tok.normalizer = norm
+    tok.pre_tokenizer = pre
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)  # joins words with spaces, tidies punctuation
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, pad_token=EOS,
+                                   unk_token=UNK, padding_side="right", model_max_length=64)
+
+
+def new_caption_lm(tokenizer, *, hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4,
+                   max_positions: int = 64, dropout: float = 0.1) -> GPT2LMHeadModel:
+    """A GPT-2 shaped LM sized for ``tokenizer``; random weights."""
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=hidden_size, n_layer=num_layers, n_head=num_heads,
+                        n_positions=max_positions, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    return GPT2LMHeadModel(config)
+
+
+class CaptionLMTrainee(nn.Module):
+    """The LM and its tokenizer as one module for the Trainer; ``save_pretrained`` writes both."""
+
+    def __init__(self, model: GPT2LMHeadModel, tokenizer):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+
+
+class TextCollator:
+    """Texts -> {input_ids, attention_mask, labels} [N, L]: ``EOS text EOS``, right-padded; the
+    leading EOS is context only, the text and the final EOS are trained."""
+
+    def __init__(self, tokenizer, max_tokens: int = 18):
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, Any]:
+        eos = self.tokenizer.eos_token_id
+        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        seqs = [[eos, *s[: self.max_tokens], eos] for s in ids]
+        length = max(len(s) for s in seqs)
+        input_ids = torch.full((len(seqs), length), eos, dtype=torch.long)
+        attention = torch.zeros((len(seqs), length), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            input_ids[i, : len(s)] = torch.tensor(s)
+            attention[i, : len(s)] = 1
+        labels = input_ids.masked_fill(attention == 0, IGNORE_INDEX)
+        labels[:, 0] = IGNORE_INDEX
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "num_regions": len(texts)}
+
+
+class TextBatch(dict):
+    """A dict batch with the ``num_regions`` attribute the Trainer logs."""
+
+    @property
+    def num_regions(self) -> int:
+        return int(self["num_regions"])
+
+
+def caption_lm_loss(model, batch):
+    """``(trainee, batch) -> LossParts``: next-token cross-entropy summed over trained tokens."""
+    import torch.nn.functional as F
+
+    from sca.training.trainer import LossParts
+
+    core = getattr(model, "module", model)
+    device = next(core.parameters()).device
+    ids, att, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
+    logits = core.model(input_ids=ids, attention_mask=att).logits[:, :-1].float()
+    target = labels[:, 1:]
+    loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
+    return LossParts(loss_sum, int((target != IGNORE_INDEX).sum()))
+
+
+def pretrain_caption_lm(texts: Sequence[str], output_dir: str | os.PathLike, *, train: dict[str, Any],
+                        hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4, max_tokens: int = 18,
+                        dropout: float = 0.1, progress: bool = True):
+    """Build the tokenizer from ``texts``, pretrain the LM on them with the Trainer (resumable,
+    logged), write ``output_dir/model`` (a HF folder: model + tokenizer). Returns the TrainResult."""
+    from accelerate.utils import set_seed
+
+    from sca.training.config import TrainConfig
+    from sca.training.trainer import Trainer
+
+    cfg = TrainConfig.from_dict(train)
+    set_seed(cfg.seed)
+    tokenizer = build_word_tokenizer(texts)
+    model = new_caption_lm(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                           max_positions=max(64, max_tokens + 48), dropout=dropout)
+    trainee = CaptionLMTrainee(model, tokenizer).train()
+    collate = TextCollator(tokenizer, max_tokens)
+    trainer = Trainer(trainee, list(texts), collate_fn=lambda items: TextBatch(collate(items)),
+                      loss_fn=caption_lm_loss, config=cfg, output_dir=output_dir, progress=progress)
+    return trainer.fit()
+
+
+def corpus_from_records(records: Iterable[Any]) -> list[str]:
+    """Every phrase of every region (captions and category names) as the LM's text corpus."""
+    out = []
+    for rec in records:
+        for region in rec.regions:
+            out.extend(p for p in region.phrases if p.strip())
+    return out
+
+
+def saved_lm_summary(folder: str | os.PathLike) -> dict[str, Any]:
+    """Vocabulary size and parameter count of a saved caption LM (for reports)."""
+    folder = Path(folder)
+    model = GPT2LMHeadModel.from_pretrained(folder)
+    tok = PreTrainedTokenizerFast.from_pretrained(folder)
+    return {"vocab": len(tok), "parameters": sum(p.numel() for p in model.parameters()),
+            "hidden_size": model.config.n_embd, "layers": model.config.n_layer}
