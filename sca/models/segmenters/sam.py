@@ -160,6 +160,26 @@ def load_sam_decoder(
     return model.to(dtype) if dtype is not None else model
 
 
+SAM_INITS = ("transformers", "sam")
+
+
+@torch.no_grad()
+def sam_reference_init(model: SamModel) -> SamModel:
+    """Re-initialise ``model`` in place as facebookresearch/segment-anything's modules initialise
+    themselves: every Linear, Conv, ConvTranspose, LayerNorm and Embedding with PyTorch's defaults
+    (that code calls no init function; embeddings N(0, 1)), the random-Fourier PE's Gaussian matrix
+    with std 1.0 (``PositionEmbeddingRandom``: scale None -> 1.0), the ViT's absolute and relative
+    position embeddings at zero. Uses torch's global RNG."""
+    for module in model.modules():
+        if hasattr(module, "reset_parameters") and any(True for _ in module.parameters(recurse=False)):
+            module.reset_parameters()
+    model.shared_image_embedding.positional_embedding.normal_(0.0, 1.0)  # tied to the prompt encoder's
+    for name, p in model.vision_encoder.named_parameters():
+        if name == "pos_embed" or name.endswith(("rel_pos_h", "rel_pos_w")):
+            p.zero_()
+    return model
+
+
 def _register_size(size: str) -> None:
     name = f"sam-vit-{size}"
 
@@ -192,11 +212,24 @@ def tiny_sam(
     vision_hidden_size: int = 32,
     vision_layers: int = 2,
     dtype: str | None = None,
+    init: str = "transformers",
 ) -> SamSegmenter:
-    """Tiny random SAM (transformers SamModel) for tests and the embedded default; same code paths as SAM."""
+    """Tiny random SAM (transformers SamModel) for tests and the embedded default; same code paths as SAM.
+
+    init: the random init when ``weights`` is None. "transformers" (default): SamModel's own, made
+    for loading weights (its image encoder is all but zero, std 1e-10; tokens std 0.02; random-Fourier
+    PE std vision_hidden_size // 2), so a SAM trained from it cannot see the image or tell where a
+    prompt is. "sam": the original segment-anything code's init, to train from scratch (the
+    embedded default's segmenter stage): see ``sam_reference_init``.
+    """
+    if init not in SAM_INITS:
+        raise ValueError(f"tiny-sam init {init!r} is not one of {SAM_INITS}")
     config = tiny_sam_config(image_size=image_size, patch_size=patch_size, hidden_size=hidden_size,
                              vision_hidden_size=vision_hidden_size, vision_layers=vision_layers)
-    segmenter = SamSegmenter(load_sam_model(config, weights, dtype=dtype))
+    model = load_sam_model(config, weights, dtype=dtype)
+    if weights is None and init == "sam":
+        sam_reference_init(model)
+    segmenter = SamSegmenter(model)
     segmenter.source = {"weights": weights}
     return segmenter
 
