@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "sca.data.download_commands",
     "sca.evaluation.commands",
     "sca.training.commands",
+    "sca.training.segmenter_commands",
 ]
 
 
