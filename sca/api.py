@@ -135,9 +135,9 @@ def resolve_checkpoint(path_or_hub_id: str | os.PathLike, revision: str | None =
             f"folder (model/config.json); it holds {sorted(p.name for p in path.iterdir())[:10]}")
     try:
         return resolve_checkpoint_dir(path_or_hub_id, revision)
-    except (FileNotFoundError, ValueError):
-        raise
     except Exception as err:  # huggingface_hub: offline, unknown repo, no access, ...
+        if str(path_or_hub_id) in str(err):  # our own message already names it
+            raise
         raise FileNotFoundError(
             f"checkpoint {str(path_or_hub_id)!r}: no such local folder, and fetching it as a hub id "
             f"failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None

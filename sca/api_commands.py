@@ -1,0 +1,211 @@
+"""``sca caption``, ``sca everything`` and ``sca demo``: the Captioner from the command line.
+
+    sca caption photo.jpg --checkpoint runs/vg --box 10 20 200 240 --box 300 40 420 200 --overlay out.png
+    sca caption photo.jpg --checkpoint runs/vg --point 120 80 --neg-point 150 90
+    sca everything photo.jpg --checkpoint runs/vg --points-per-side 16 --output regions.json
+    sca demo --checkpoint runs/vg --host 127.0.0.1 --port 7860
+
+Regions: every ``--box`` is one region; all ``--point``/``--neg-point`` clicks together prompt one
+more region (SAM's interactive convention), or with ``--each-point`` every ``--point`` is its own
+region. Coordinates are original pixels. JSON goes to stdout (or ``--output``); stage messages and
+progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _common(p) -> None:
+    p.add_argument("image", help="image file (any format Pillow reads; EXIF orientation applied)")
+    p.add_argument("--checkpoint", required=True,
+                   help="SCA checkpoint folder, run folder (with model/ inside) or hub id")
+    p.add_argument("--task", choices=["caption", "recognition"], default="caption",
+                   help="caption (default) or recognition (category names)")
+    p.add_argument("--num-beams", type=int, default=3, help="beam size (paper: 3)")
+    p.add_argument("--max-new-tokens", type=int, default=20, help="(paper: 20)")
+    p.add_argument("--output", help="write the JSON here instead of stdout")
+    p.add_argument("--overlay", help="also write a picture of the masks and captions (PNG/JPEG)")
+    p.add_argument("--masks", choices=["rle", "none"], default="rle",
+                   help="masks in the JSON as COCO RLE (default) or left out")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument("--dtype", choices=DTYPES, help="default: bfloat16/float16 on GPU, float32 on CPU")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or stage messages")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("caption", help="caption regions of an image given boxes or points",
+                       description=__doc__.split("\n\n")[0])
+    _common(p)
+    p.add_argument("--box", nargs=4, type=float, action="append", default=[], metavar=("X0", "Y0", "X1", "Y1"),
+                   help="a region's box in pixels (repeat for more regions)")
+    p.add_argument("--point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"),
+                   help="a foreground click (all clicks form one region unless --each-point)")
+    p.add_argument("--neg-point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"),
+                   help="a background click of the clicked region")
+    p.add_argument("--each-point", action="store_true", help="every --point is its own region")
+    p.set_defaults(func=run_caption)
+
+    p = sub.add_parser("everything", help="anything mode: SAM's automatic masks, each captioned",
+                       description="Segment the whole image from a grid of point prompts (SAM's automatic "
+                                   "mask generator recipe) and caption every kept mask.")
+    _common(p)
+    p.add_argument("--points-per-side", type=int, default=32, help="grid of N x N point prompts (SAM: 32)")
+    p.add_argument("--points-per-batch", type=int, default=64, help="points decoded at a time (SAM: 64)")
+    p.add_argument("--pred-iou-thresh", type=float, default=0.88, help="keep masks above (SAM: 0.88)")
+    p.add_argument("--stability-score-thresh", type=float, default=0.95, help="keep masks at or above (SAM: 0.95)")
+    p.add_argument("--stability-score-offset", type=float, default=1.0, help="logit offset (SAM: 1.0)")
+    p.add_argument("--nms-iou", type=float, default=0.7, help="box NMS IoU (SAM: 0.7)")
+    p.add_argument("--min-mask-area", type=int, default=0, help="drop masks with fewer pixels")
+    p.add_argument("--max-regions", type=int, help="caption at most N masks (best predicted IoU first)")
+    p.set_defaults(func=run_everything)
+
+    p = sub.add_parser("demo", help="the web demo (gradio): upload, click or draw, read captions")
+    p.add_argument("--checkpoint", required=True, help="SCA checkpoint folder, run folder or hub id")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: loopback only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--device", help="default: the best available")
+    p.add_argument("--dtype", choices=DTYPES)
+    p.set_defaults(func=run_demo)
+
+
+# ---------------------------------------------------------------------------------------------------
+def _say(args, message: str) -> None:
+    if not getattr(args, "no_progress", False):
+        print(f"sca {args.command}: {message}", file=sys.stderr, flush=True)
+
+
+def _load_rgb(path: str):
+    from sca.data.images import ImageError
+    from sca.models.processor import to_rgb
+
+    try:
+        return to_rgb(Path(path))
+    except ImageError as err:  # the CLI reports bad input as one line (sca.cli.main)
+        raise ValueError(str(err)) from None
+
+
+def _captioner(args):
+    import torch
+
+    from sca.api import Captioner
+
+    _say(args, f"loading {args.checkpoint}")
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    if not getattr(args, "no_progress", False):
+        return Captioner.from_pretrained(args.checkpoint, device=args.device, dtype=dtype)
+    from transformers.utils import logging as hf_logging
+
+    was_disabled = hf_logging.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # transformers' "Loading weights" bars
+    try:
+        return Captioner.from_pretrained(args.checkpoint, device=args.device, dtype=dtype)
+    finally:
+        if not was_disabled:
+            hf_logging.enable_progress_bar()
+
+
+def _point_prompts(args, width: int, height: int):
+    from sca.models.processor import check_region_prompts
+
+    if args.neg_point and not args.point:
+        raise ValueError("--neg-point needs at least one --point: background clicks refine a clicked region")
+    if args.each_point:
+        if args.neg_point:
+            raise ValueError("--each-point makes every --point its own region; it cannot take --neg-point")
+        return check_region_prompts(width, height, points=[[p] for p in args.point])
+    clicks = list(args.point) + list(args.neg_point)
+    labels = [1] * len(args.point) + [0] * len(args.neg_point)
+    return check_region_prompts(width, height, points=[clicks], point_labels=[labels])
+
+
+def _finish(args, rgb, regions, timings: dict, extra: dict) -> int:
+    out = {"image": str(args.image), "width": int(rgb.shape[1]), "height": int(rgb.shape[0]),
+           "checkpoint": str(args.checkpoint), "task": args.task, "num_beams": args.num_beams,
+           "max_new_tokens": args.max_new_tokens, **extra,
+           "seconds": {k: round(v, 3) for k, v in timings.items()},
+           "regions": [{"id": k + 1, **r.to_dict(mask=args.masks)} for k, r in enumerate(regions)]}
+    if args.overlay:
+        from sca.overlay import render_overlay
+
+        Path(args.overlay).parent.mkdir(parents=True, exist_ok=True)
+        render_overlay(rgb, regions).save(args.overlay)
+        _say(args, f"overlay written to {args.overlay}")
+    text = json.dumps(out, indent=2)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text + "\n")
+        _say(args, f"{len(regions)} region(s) written to {args.output}")
+    else:
+        print(text)
+    return 0
+
+
+def run_caption(args) -> int:
+    from sca.models.processor import check_region_prompts
+
+    rgb = _load_rgb(args.image)
+    height, width = rgb.shape[:2]
+    # Validate every prompt against the image before the (slow) model load.
+    groups = []
+    if args.box:
+        groups.append(check_region_prompts(width, height, boxes=args.box))
+    if args.point or args.neg_point:
+        groups.append(_point_prompts(args, width, height))
+    if not groups:
+        raise ValueError("no prompts: give --box X0 Y0 X1 Y1 and/or --point X Y (or use `sca everything`)")
+    t0 = time.perf_counter()
+    cap = _captioner(args)
+    t1 = time.perf_counter()
+    _say(args, f"encoding the {width}x{height} image")
+    enc = cap.encode(rgb)
+    t2 = time.perf_counter()
+    regions = []
+    for group in groups:
+        regions += cap.caption_prompts(enc, group, task=args.task, num_beams=args.num_beams,
+                                       max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
+    t3 = time.perf_counter()
+    return _finish(args, rgb, regions, {"load": t1 - t0, "encode": t2 - t1, "caption": t3 - t2}, {})
+
+
+def run_everything(args) -> int:
+    from dataclasses import asdict
+
+    from sca.anything import AnythingConfig, caption_everything
+
+    config = AnythingConfig(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
+                            pred_iou_thresh=args.pred_iou_thresh,
+                            stability_score_thresh=args.stability_score_thresh,
+                            stability_score_offset=args.stability_score_offset, nms_iou=args.nms_iou,
+                            min_mask_area=args.min_mask_area, max_regions=args.max_regions)
+    rgb = _load_rgb(args.image)
+    t0 = time.perf_counter()
+    cap = _captioner(args)
+    t1 = time.perf_counter()
+    _say(args, f"anything mode on the {rgb.shape[1]}x{rgb.shape[0]} image: "
+               f"{config.points_per_side ** 2} point prompts")
+    regions = caption_everything(cap, rgb, config, task=args.task, num_beams=args.num_beams,
+                                 max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
+    t2 = time.perf_counter()
+    return _finish(args, rgb, regions, {"load": t1 - t0, "everything": t2 - t1}, {"anything": asdict(config)})
+
+
+def run_demo(args) -> int:
+    try:
+        from sca.demo import build_demo
+    except ModuleNotFoundError as err:
+        print(f"sca demo: error: the demo needs gradio ({err}); install it with "
+              f"pip install -c requirements/constraints.txt -e '.[demo]'", file=sys.stderr)
+        return 2
+    cap = _captioner(args)
+    demo = build_demo(cap)
+    _say(args, f"serving on http://{args.host}:{args.port} (Ctrl+C to stop)")
+    from sca.demo import launch
+
+    launch(demo, host=args.host, port=args.port, block=True)
+    return 0
