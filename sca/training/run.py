@@ -139,7 +139,9 @@ def run_training(*, model: dict[str, Any], data: dict[str, Any], train: dict[str
     if eval is not None and eval_fn is None:
         eval_fn = periodic_eval(data_cfg, output_dir, **eval)
     collator = RegionCollator(captioner.lm.require_tokenizer(), max_tokens=model_cfg.max_caption_tokens)
+    run_config = {"model": model_cfg.to_dict(), "data": dict(data), "train": train_cfg.to_dict()}
     trainer = Trainer(captioner, train_set, collate_fn=collator, loss_fn=loss, config=train_cfg,
-                      output_dir=output_dir, eval_fn=eval_fn, accelerator=accelerator, progress=progress)
+                      output_dir=output_dir, eval_fn=eval_fn, accelerator=accelerator, progress=progress,
+                      run_config=run_config)
     result = trainer.fit(resume=resume)
     return result

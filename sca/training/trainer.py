@@ -18,6 +18,7 @@ gradient accumulation come from accelerate; nothing here is process-group code.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -109,7 +110,7 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, dataset: Dataset, *, collate_fn: Callable, loss_fn: Callable,
                  config: TrainConfig, output_dir: str | Path, eval_fn: Callable | None = None,
                  save_fn: Callable | None = None, accelerator=None, live_dir: str | Path | None = None,
-                 use_live: bool = True, progress: bool = True):
+                 use_live: bool = True, progress: bool = True, run_config: dict[str, Any] | None = None):
         from accelerate import Accelerator
 
         self.config = config
@@ -130,6 +131,9 @@ class Trainer:
         self.use_live = use_live
         self.progress = progress
         self.data_report = None
+        # Checkpoints remember what run wrote them: a changed configuration starts over instead of
+        # "resuming" someone else's training (DVC keeps checkpoint folders across runs).
+        self.fingerprint = _fingerprint(run_config if run_config is not None else config.to_dict())
 
     # -- helpers ----------------------------------------------------------------------------------
     def _loader(self, epoch: int, start: int) -> DataLoader:
@@ -163,11 +167,28 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self, resume: bool = True) -> TrainResult:
         acc, cfg = self.accelerator, self.config
+        found = latest_checkpoint(self.ckpt_dir) if resume else None
+        if found is not None and _checkpoint_fingerprint(found) != self.fingerprint:
+            acc.print(f"{self.ckpt_dir} holds checkpoints of another configuration: starting over")
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+                shutil.rmtree(self.live_dir, ignore_errors=True)
+            acc.wait_for_everyone()
+            found = None
+        threads = torch.get_num_threads()
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        try:
+            return self._fit(acc, cfg, found)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, acc, cfg, found) -> TrainResult:
         model = self.model
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg)
         state = TrainState()
-        found = latest_checkpoint(self.ckpt_dir) if resume else None
         if found is not None:
             weights, state, _ = load_checkpoint(found, optimizer=optimizer, scheduler=scheduler,
                                                 process_index=acc.process_index)
@@ -260,6 +281,7 @@ class Trainer:
 
     def _save(self, model, optimizer, scheduler, state: TrainState) -> None:
         acc = self.accelerator
+        state.extra["fingerprint"] = self.fingerprint
         rng = self._gather_rng()
         acc.wait_for_everyone()
         if acc.is_main_process:
@@ -296,6 +318,20 @@ class Trainer:
         except ImportError:  # dvclive is optional outside the pipeline
             return None
         return Live(str(self.live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
+
+
+def _fingerprint(run_config: dict[str, Any]) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(run_config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _checkpoint_fingerprint(folder: Path) -> str | None:
+    import json
+
+    payload = json.loads((folder / "state.json").read_text())
+    return payload.get("extra", {}).get("fingerprint")
 
 
 def _accumulate(window: dict[str, float], row: dict[str, float], weight: float = 1.0) -> None:

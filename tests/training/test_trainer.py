@@ -165,3 +165,13 @@ def test_two_processes_match_one_process(synthetic_root, tiny_run_config, tmp_pa
     out = subprocess.run(launch, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     _assert_same(_final_weights(tmp_path / "one"), _final_weights(tmp_path / "two"), atol=1e-5)
+
+
+def test_checkpoints_of_another_configuration_are_not_resumed(synthetic_root, tiny_run_config, tmp_path, capsys):
+    cfg = tiny_run_config(synthetic_root, max_steps=2, save_every=1)
+    run_training(**cfg, output_dir=tmp_path / "run", progress=False)
+    changed = tiny_run_config(synthetic_root, max_steps=2, save_every=1, lr=5e-4)
+    run_training(**changed, output_dir=tmp_path / "run", progress=False)
+    assert "checkpoints of another configuration: starting over" in capsys.readouterr().out
+    run_training(**changed, output_dir=tmp_path / "fresh", progress=False)
+    _assert_same(_final_weights(tmp_path / "run"), _final_weights(tmp_path / "fresh"))
