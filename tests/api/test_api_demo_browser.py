@@ -1,0 +1,148 @@
+"""The web demo end to end in headless Chromium: served on 127.0.0.1, an image uploaded, clicks and a
+box drawn on it, the captions read from the page and checked against the Python API.
+
+Needs the Playwright Python package and the system Chromium (scripts/setup.sh installs both; never
+`playwright install`). Every request that leaves 127.0.0.1 is aborted and fails the test.
+Screenshots go to $SCA_SCREENSHOT_DIR when set (else the test's tmp folder).
+"""
+
+import html
+import json
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CHROMIUM = os.environ.get("SCA_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytest.importorskip("gradio", reason="the demo needs gradio: pip install -e '.[demo]'")
+pytest.importorskip("playwright.sync_api", reason="Playwright's Python package is missing: pip install -e '.[demo]'")
+if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+    pytest.skip(f"no Chromium at {CHROMIUM}: run scripts/setup.sh (apt-get install chromium chromium-driver) "
+                f"or set SCA_CHROMIUM", allow_module_level=True)
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+from sca.anything import AnythingConfig  # noqa: E402
+from sca.demo import build_demo, launch  # noqa: E402
+
+W, H = 320, 240
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory):
+    y, x = np.mgrid[0:H, 0:W]
+    rgb = np.stack([x * 255 // W, y * 255 // H, np.full_like(x, 90)], axis=-1).astype(np.uint8)
+    rgb[40:120, 30:150] = (240, 200, 30)
+    rgb[130:220, 180:300] = (30, 60, 220)
+    path = tmp_path_factory.mktemp("browser") / "scene.png"
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(captioner):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = build_demo(captioner, num_beams=1, max_new_tokens=4,
+                      anything=AnythingConfig(points_per_side=3, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                                              max_regions=4))
+    launch(demo, host="127.0.0.1", port=port, block=False, quiet=True)
+    yield f"http://127.0.0.1:{port}"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    outside: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+
+        def only_loopback(route):
+            if route.request.url.startswith(server):
+                route.continue_()
+            else:
+                outside.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", only_loopback)
+        page.goto(server)
+        page.wait_for_selector("#sca-input")
+        yield page
+        browser.close()
+    assert outside == [], f"the demo page reached beyond 127.0.0.1: {outside[:5]}"
+
+
+def _wait_status(page, text: str, timeout: float = 60_000) -> str:
+    page.wait_for_function("t => document.querySelector('#sca-status').innerText.includes(t)", arg=text,
+                           timeout=timeout)
+    return page.inner_text("#sca-status")
+
+
+def _regions(page) -> list[dict]:
+    items = page.locator("#sca-caption-list li.sca-region")
+    return [{"caption": items.nth(k).locator(".sca-caption").inner_text(),
+             **json.loads(html.unescape(items.nth(k).get_attribute("data-prompt")))}
+            for k in range(items.count())]
+
+
+def _click_image(page, fx: float, fy: float) -> None:
+    img = page.locator("#sca-input img").first
+    box = img.bounding_box()
+    img.click(position={"x": box["width"] * fx, "y": box["height"] * fy})
+
+
+def _shot(page, tmp_path, name: str) -> Path:
+    folder = Path(os.environ.get("SCA_SCREENSHOT_DIR", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / name), full_page=True)
+    return folder / name
+
+
+def test_upload_click_box_and_everything_in_a_browser(page, picture, captioner, tmp_path):
+    page.set_input_files("#sca-input input[type=file]", str(picture))
+    assert f"Image {W}x{H} encoded" in _wait_status(page, "encoded")
+
+    # A foreground click at 1/4 width, 1/2 height of the displayed image.
+    _click_image(page, 0.25, 0.5)
+    _wait_status(page, "1 region(s) captioned.")
+    [clicked] = _regions(page)
+    (x, y), = clicked["points"]
+    assert abs(x - W * 0.25) <= 2 and abs(y - H * 0.5) <= 2 and clicked["point_labels"] == [1]
+    expected = captioner.caption(picture, points=[clicked["points"]], num_beams=1, max_new_tokens=4)[0]
+    assert clicked["caption"] == (expected.caption or "(empty caption)")
+    assert page.locator("#sca-output img").count() >= 1  # the masks are shown
+    _shot(page, tmp_path, "demo-click.png")
+
+    # A box from two corner clicks.
+    page.get_by_label("Box (click two corners)").check()
+    _click_image(page, 0.6, 0.55)
+    _wait_status(page, "opposite corner")
+    _click_image(page, 0.9, 0.9)
+    _wait_status(page, "2 region(s) captioned.")
+    clicked_again, boxed = _regions(page)
+    assert clicked_again == clicked
+    x0, y0, x1, y1 = boxed["box"]
+    assert [round(x0 / W, 1), round(y0 / H, 2), round(x1 / W, 1), round(y1 / H, 1)] == [0.6, 0.55, 0.9, 0.9]
+    expected = captioner.caption(picture, boxes=[boxed["box"]], num_beams=1, max_new_tokens=4)[0]
+    assert boxed["caption"] == (expected.caption or "(empty caption)")
+    legend = page.inner_text("#sca-output")
+    assert f"1: {clicked['caption']}" in legend and f"2: {boxed['caption']}" in legend
+    _shot(page, tmp_path, "demo-box.png")
+
+    # Anything mode in one button.
+    page.click("#sca-everything")
+    status = _wait_status(page, "Anything mode:")
+    n = int(re.search(r"Anything mode: (\d+) region", status).group(1))
+    assert 1 <= n <= 4 and len(_regions(page)) == n
+    assert all(r["box"] is not None and len(r["points"]) == 1 for r in _regions(page))
+    _shot(page, tmp_path, "demo-everything.png")
