@@ -30,4 +30,20 @@ if ! java -version >/dev/null 2>&1; then
   fi
 fi
 # --- end Java -------------------------------------------------------------------------------------
+# --- Chromium, for the web demo's browser test (tests/api/test_api_demo_browser.py) ----------------
+# Playwright drives Debian's chromium (never `playwright install`, which downloads browsers). When
+# /usr/bin/chromium is missing, install it if we can (root + apt-get), else say how; non-fatal.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: no /usr/bin/chromium: installing chromium + chromium-driver (for the demo's browser test)"
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+           DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }; then
+      echo "setup: WARNING: installing chromium failed; the demo's browser test will be skipped" >&2
+    fi
+  else
+    echo "setup: WARNING: no /usr/bin/chromium: the demo's browser test will be skipped." \
+         "Install it: sudo apt-get install -y chromium chromium-driver" >&2
+  fi
+fi
+# --- end Chromium ---------------------------------------------------------------------------------
 echo "setup: ok ($(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"
