@@ -33,7 +33,10 @@ def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
 
 
 def _skipped(out: Path, why: str) -> dict[str, Any]:
+    """A switched-off stage still leaves its declared outputs: a marker in ``out/model`` and metrics."""
     summary = {"skipped": True, "reason": why}
+    (out / "model").mkdir(parents=True, exist_ok=True)
+    (out / "model" / "SKIPPED").write_text(why + "\n")
     write_json(out / "metrics.json", summary)
     return summary
 
@@ -213,7 +216,8 @@ def _accelerate_launch(config: Path, out: Path, launch: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------------
 def evaluate(p: dict[str, Any]) -> dict[str, Any]:
     """Caption every region of each evaluation set with the fine-tuned model; score it beside the
-    trivial baselines; ``out/metrics.json`` holds one entry per protocol (never mixed)."""
+    trivial baselines. ``out/sets/<name>/`` holds each set's predictions, metrics and figure;
+    ``out/metrics.json`` one entry per set, named by its protocol (never mixed)."""
     from sca.evaluation.predict import GenerationSettings
     from sca.evaluation.run import evaluate_model
     from sca.models.hub import from_pretrained
@@ -224,7 +228,7 @@ def evaluate(p: dict[str, Any]) -> dict[str, Any]:
                                     region_chunk_size=int(p.get("region_chunk_size", 32)))
     summary: dict[str, Any] = {}
     for item in p["sets"]:
-        result = evaluate_model(model, item["records"], item["images"], out / item["name"],
+        result = evaluate_model(model, item["records"], item["images"], out / "sets" / item["name"],
                                 protocol=item.get("protocol"), train_records=item.get("train_records"),
                                 generation=generation, num_workers=int(p.get("num_workers", 2)),
                                 figure_images=int(p.get("figure_images", 4)), progress=p.get("progress", True))
