@@ -189,23 +189,24 @@ class Captioner:
     @torch.inference_mode()
     def caption(self, image: Any, boxes=None, points=None, point_labels=None, masks=None, *,
                 task: str | int = "caption", num_beams: int = 3, max_new_tokens: int = 20,
-                region_chunk_size: int = 32, progress: bool = False) -> list[RegionCaption]:
+                region_chunk_size: int = 32, progress: bool = False, **generate_kwargs) -> list[RegionCaption]:
         """Caption R regions of one image; returns R results in prompt order.
 
         boxes: [R, 4] x0 y0 x1 y1. points: [R, P, 2], [R, 2] or R lists of (x, y); point_labels:
         1 foreground / 0 background (default 1). masks: [R, H, W] bool or [0, 1]. All in original
         pixels; kinds given together prompt the same regions. Beam 3 and 20 new tokens are the
-        paper's evaluation settings (paper.md §5)."""
+        paper's evaluation settings (paper.md §5). generate_kwargs go to the LM's ``generate``
+        (e.g. ``min_new_tokens``, ``repetition_penalty``)."""
         enc = self.encode(image)
         width, height = enc.size
         prompts = check_region_prompts(width, height, boxes, points, point_labels, masks)
         return self.caption_prompts(enc, prompts, task=task, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                                    region_chunk_size=region_chunk_size, progress=progress)
+                                    region_chunk_size=region_chunk_size, progress=progress, **generate_kwargs)
 
     @torch.inference_mode()
     def caption_prompts(self, enc: EncodedImage, prompts: RegionPrompts, *, task: str | int = "caption",
                         num_beams: int = 3, max_new_tokens: int = 20, region_chunk_size: int = 32,
-                        progress: bool = False, with_masks: bool = True) -> list[RegionCaption]:
+                        progress: bool = False, with_masks: bool = True, **generate_kwargs) -> list[RegionCaption]:
         """``caption`` for prompts already validated by ``check_region_prompts``. with_masks=False skips
         the full-resolution masks (``mask`` is then None; anything mode brings its own)."""
         task_id, task_name = _task_id(task)
@@ -224,7 +225,7 @@ class Captioner:
             chunk = model_prompts.regions(start, min(n, start + region_chunk_size))
             out = self.model.generate(prompts=chunk, features=enc.features, task_ids=task_id,
                                       num_beams=num_beams, max_new_tokens=max_new_tokens,
-                                      region_chunk_size=region_chunk_size)
+                                      region_chunk_size=region_chunk_size, **generate_kwargs)
             results.extend(self._results(enc, out.masks, out.iou_scores, out.captions, task_name,
                                          prompts, start, with_masks))
         return results
