@@ -71,6 +71,12 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--device", help="default: the best available")
     p.add_argument("--dtype", choices=DTYPES)
+    p.add_argument("--num-beams", type=int, default=3, help="(paper: 3)")
+    p.add_argument("--max-new-tokens", type=int, default=20, help="(paper: 20)")
+    p.add_argument("--points-per-side", type=int, default=16, help="anything mode's initial grid (SAM: 32)")
+    p.add_argument("--pred-iou-thresh", type=float, default=0.88, help="anything mode's initial value")
+    p.add_argument("--stability-score-thresh", type=float, default=0.95, help="anything mode's initial value")
+    p.add_argument("--max-regions", type=int, default=24, help="anything mode's initial value")
     p.set_defaults(func=run_demo)
 
 
@@ -202,8 +208,12 @@ def run_demo(args) -> int:
         print(f"sca demo: error: the demo needs gradio ({err}); install it with "
               f"pip install -c requirements/constraints.txt -e '.[demo]'", file=sys.stderr)
         return 2
+    from sca.anything import AnythingConfig
+
+    anything = AnythingConfig(points_per_side=args.points_per_side, pred_iou_thresh=args.pred_iou_thresh,
+                              stability_score_thresh=args.stability_score_thresh, max_regions=args.max_regions)
     cap = _captioner(args)
-    demo = build_demo(cap)
+    demo = build_demo(cap, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, anything=anything)
     _say(args, f"serving on http://{args.host}:{args.port} (Ctrl+C to stop)")
     from sca.demo import launch
 

@@ -108,7 +108,10 @@ def to_rgb(image: Any) -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
         rgb = load_image(image).array
     elif isinstance(image, Image.Image):
-        rgb = to_rgb_array(image)
+        try:
+            rgb = to_rgb_array(image)
+        except (ValueError, OSError) as err:
+            raise ValueError(f"PIL image of mode {image.mode!r} cannot be converted to RGB ({err})") from None
     elif isinstance(image, Tensor):
         t = image.detach().cpu()
         if t.dim() == 3:

@@ -85,3 +85,4 @@ def test_build_demo_wires_the_components(captioner):
     demo = build_demo(captioner, anything=AnythingConfig(points_per_side=4))
     ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
     assert {"sca-input", "sca-mode", "sca-everything", "sca-output", "sca-captions", "sca-status"} <= ids
+

@@ -1,12 +1,15 @@
-"""The web demo end to end in headless Chromium: served on 127.0.0.1, an image uploaded, clicks and a
-box drawn on it, the captions read from the page and checked against the Python API.
+"""The web demo end to end in headless Chromium: ``sca demo`` serving the tiny checkpoint on 127.0.0.1,
+an image uploaded, clicks and a box drawn on it, anything mode run, the captions read from the page
+and checked against the Python API.
 
 Needs the Playwright Python package and the system Chromium (scripts/setup.sh installs both; never
 `playwright install`). Every request that leaves 127.0.0.1 is aborted and fails the test.
 Screenshots go to $SCA_SCREENSHOT_DIR when set (else the test's tmp folder).
 """
 
+import contextlib
 import html
+import io
 import json
 import os
 import re
@@ -30,8 +33,7 @@ if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from sca.anything import AnythingConfig  # noqa: E402
-from sca.demo import build_demo, launch  # noqa: E402
+from sca.cli import main  # noqa: E402
 
 W, H = 320, 240
 
@@ -48,16 +50,33 @@ def picture(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(captioner):
+def server(tiny_checkpoint):
+    """``sca demo`` on the tiny checkpoint as a user starts it, on a free loopback port; in this process
+    (a new interpreter would re-import torch and gradio: ~20 s more), with the one difference that
+    ``launch`` returns once serving instead of blocking."""
+    import sca.demo
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo = build_demo(captioner, num_beams=1, max_new_tokens=4,
-                      anything=AnythingConfig(points_per_side=3, pred_iou_thresh=0.0, stability_score_thresh=0.0,
-                                              max_regions=4))
-    launch(demo, host="127.0.0.1", port=port, block=False, quiet=True)
-    yield f"http://127.0.0.1:{port}"
-    demo.close()
+    served = []
+
+    def launch_in_background(demo, **kwargs):
+        served.append(demo)
+        return real_launch(demo, **{**kwargs, "block": False, "quiet": True})
+
+    real_launch = sca.demo.launch
+    stderr = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(stderr):
+        mp.setattr(sca.demo, "launch", launch_in_background)
+        code = main(["demo", "--checkpoint", str(tiny_checkpoint), "--host", "127.0.0.1", "--port", str(port),
+                     "--num-beams", "1", "--max-new-tokens", "4", "--points-per-side", "3",
+                     "--pred-iou-thresh", "0", "--stability-score-thresh", "0", "--max-regions", "4"])
+    assert code == 0 and len(served) == 1
+    url = f"http://127.0.0.1:{port}"
+    assert f"serving on {url}" in stderr.getvalue()
+    yield url
+    served[0].close()
 
 
 @pytest.fixture(scope="module")
