@@ -107,12 +107,12 @@ def _captioner(args):
         return Captioner.from_pretrained(args.checkpoint, device=args.device, dtype=dtype)
     from transformers.utils import logging as hf_logging
 
-    was_disabled = hf_logging.are_progress_bars_disabled()
+    was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # transformers' "Loading weights" bars
     try:
         return Captioner.from_pretrained(args.checkpoint, device=args.device, dtype=dtype)
     finally:
-        if not was_disabled:
+        if was_enabled:
             hf_logging.enable_progress_bar()
 
 
