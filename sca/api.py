@@ -237,7 +237,9 @@ class Captioner:
         full = None
         if with_masks:
             picked = low_res[torch.arange(low_res.shape[0]), best][:, None]  # [n, 1, 4h, 4w]
-            full = (self.processor.postprocess_masks(picked, enc.geometry)[:, 0] > 0).cpu().numpy()  # [n, H, W]
+            # A few at a time: float masks of a 12-megapixel photo take 48 MB each.
+            full = np.concatenate([(self.processor.postprocess_masks(picked[i: i + 4], enc.geometry)[:, 0] > 0)
+                                   .cpu().numpy() for i in range(0, picked.shape[0], 4)])  # [n, H, W] bool
         out = []
         for j, text in enumerate(captions):
             scores = ious[j].float().tolist()

@@ -10,6 +10,16 @@ from sca.models.captioner import SCAModel
 from sca.models.config import TINY_CONFIG
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a shared machine OpenMP's waiting threads
+    make small ops many times slower (GPT-2 generation here: 40 s with 2 threads, 7 s with 1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A saved tiny SCA checkpoint folder (tiny SAM 64 px + tiny GPT-2 with GPT-2's tokenizer)."""
