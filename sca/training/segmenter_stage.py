@@ -92,16 +92,19 @@ def mask_losses(logits: Tensor, target: Tensor, *, alpha: float = 0.25, gamma: f
     Returns [N, M] tensors: ``focal`` (sigmoid focal loss, Lin et al. 2017, mean over pixels),
     ``dice`` (1 - soft Dice with +1 smoothing) and ``iou`` (the actual IoU of the mask thresholded
     at logit 0, no gradient)."""
-    t = target[:, None].expand_as(logits).float().flatten(2)  # [N, M, S*S]
+    t = target[:, None].expand_as(logits).flatten(2)  # [N, M, S*S] bool
     x = logits.flatten(2).float()
+    # With z = x for foreground and -x for background: 1 - p_t = sigmoid(-z) and the cross-entropy
+    # -log p_t = softplus(-z) (fewer passes over the pixels than the textbook form).
+    z = torch.where(t, x, -x)
+    ce = F.softplus(-z)
+    weight = torch.where(t, alpha, 1 - alpha) if alpha >= 0 else 1.0
+    focal = (weight * torch.sigmoid(-z) ** gamma * ce).mean(-1)
     p = torch.sigmoid(x)
-    ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
-    p_t = p * t + (1 - p) * (1 - t)
-    weight = alpha * t + (1 - alpha) * (1 - t) if alpha >= 0 else 1.0
-    focal = (weight * (1 - p_t) ** gamma * ce).mean(-1)
-    dice = 1 - (2 * (p * t).sum(-1) + 1) / (p.sum(-1) + t.sum(-1) + 1)
+    tf = t.float()
+    dice = 1 - (2 * (p * tf).sum(-1) + 1) / (p.sum(-1) + tf.sum(-1) + 1)
     with torch.no_grad():
-        iou = _mask_iou(x > 0, t > 0.5)
+        iou = _mask_iou(x > 0, t)
     return {"focal": focal, "dice": dice, "iou": iou}
 
 
@@ -163,18 +166,16 @@ class SegmenterLoss:
 
     def __call__(self, model, batch) -> LossParts:
         core = getattr(model, "module", model)  # DDP wraps the model
+        if len(batch) == 0:  # every image of the micro-batch was bad (reported in batch.report)
+            return _zero_loss(core, {"regions": 0.0, "skipped_no_mask": 0.0, "skipped_empty_mask": 0.0})
         if batch.masks is None:
             raise ValueError("the segmenter stage needs masks: build the dataset with load_masks=True")
-        real = batch.region_mask & batch.has_mask if len(batch) else batch.region_mask
-        usable = real & batch.masks.flatten(2).any(-1) if len(batch) else real
-        skipped_no_mask = int((batch.region_mask & ~real).sum()) if len(batch) else 0
-        skipped_empty = int((real & ~usable).sum()) if len(batch) else 0
-        stats = {"regions": float(usable.sum()), "skipped_no_mask": float(skipped_no_mask),
-                 "skipped_empty_mask": float(skipped_empty)}
+        real = batch.region_mask & batch.has_mask
+        usable = real & batch.masks.flatten(2).any(-1)  # a mask cropped away by augmentation is empty
+        stats = {"regions": float(usable.sum()), "skipped_no_mask": float((batch.region_mask & ~real).sum()),
+                 "skipped_empty_mask": float((real & ~usable).sum())}
         if not usable.any():
-            # Nothing to learn from: a zero loss that touches every parameter keeps DDP in step.
-            zero = sum(p.sum() * 0.0 for p in core.parameters() if p.requires_grad)
-            return LossParts(zero, 0, stats)
+            return _zero_loss(core, stats)
         device = next(core.parameters()).device
         image_index = usable.nonzero(as_tuple=True)[0]
         boxes, masks = batch.boxes[usable], batch.masks[usable]  # [N, 4], [N, S, S]
@@ -191,6 +192,11 @@ class SegmenterLoss:
         n = int(usable.sum())
         stats.update({k: v / n for k, v in sums.items()})
         return LossParts(total, n, stats)
+
+
+def _zero_loss(core: nn.Module, stats: dict[str, float]) -> LossParts:
+    """Nothing to learn from: a zero loss that touches every parameter keeps DDP's gradient sync in step."""
+    return LossParts(sum(p.sum() * 0.0 for p in core.parameters() if p.requires_grad), 0, stats)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -276,8 +282,9 @@ def run_segmenter_stage(*, segmenter: dict[str, Any], data: dict[str, Any], trai
         entry builds a SamSegmenter. data: DataConfig fields (``val_records`` required; masks are
         always loaded). train: TrainConfig fields. loss: SegmenterLoss options.
     eval_images: score only the first N val images. num_threads: torch CPU threads for this stage
-        (restored after). A tiny SAM is many small ops: on a busy 2-core machine one thread ran a step
-        5-15x faster than two (threads spin-waiting on each other), while a data worker uses the other core.
+        (``train.torch_threads`` when that is unset). A tiny SAM is many small ops: on a busy 2-core
+        machine one thread ran a step 5-15x faster than two (threads spin-waiting on each other),
+        while a data worker uses the other core.
     Returns the Trainer's result with ``metrics`` = the figures written to ``metrics.json``.
     """
     from accelerate.utils import set_seed
@@ -296,6 +303,8 @@ def run_segmenter_stage(*, segmenter: dict[str, Any], data: dict[str, Any], trai
     if not data_cfg.val_records:
         raise ValueError("the segmenter stage reports mask IoU on the val split: give data.val_records")
     train_cfg = TrainConfig.from_dict(train)
+    if num_threads and not train_cfg.torch_threads:
+        train_cfg.torch_threads = int(num_threads)
     set_seed(train_cfg.seed)  # the random init is the same in a resumed run
     seg = load_registries()[0].build(name, **spec)
     model = TrainableSegmenter(seg)
@@ -304,20 +313,17 @@ def run_segmenter_stage(*, segmenter: dict[str, Any], data: dict[str, Any], trai
                                         pixel_std=seg.pixel_std, regions_per_image=train_cfg.regions_per_image,
                                         seed=train_cfg.seed)
     timer = {"start": time.perf_counter()}
+    # Checkpoints of another configuration are not resumed (the Trainer's fingerprint).
+    run_config = {"segmenter": {"name": name, **spec}, "data": data_cfg.__dict__, "train": train_cfg.to_dict(),
+                  "loss": dict(loss or {})}
 
     def eval_fn(m: TrainableSegmenter, step: int) -> dict[str, float]:
         return evaluate_segmenter(m.segmenter, val_set, max_images=eval_images)
 
     trainer = Trainer(model, train_set, collate_fn=RegionCollator(NoTextTokenizer()), loss_fn=SegmenterLoss(**(loss or {})),
                       config=train_cfg, output_dir=output_dir, eval_fn=eval_fn, accelerator=accelerator,
-                      progress=progress)
-    threads = torch.get_num_threads()
-    if num_threads:
-        torch.set_num_threads(int(num_threads))
-    try:
-        result = trainer.fit(resume=resume)
-    finally:
-        torch.set_num_threads(threads)
+                      progress=progress, run_config=run_config)
+    result = trainer.fit(resume=resume)
     if trainer.accelerator.is_main_process:
         metrics = {**result.metrics, "steps": result.steps, "final_loss": result.final_loss,
                    "seconds": round(time.perf_counter() - timer["start"], 1),

@@ -34,6 +34,19 @@ def test_perfect_logits_give_near_zero_focal_and_dice_and_iou_one():
     assert parts["iou"].item() == 1.0
 
 
+def test_focal_and_dice_match_their_textbook_formulas():
+    torch.manual_seed(0)
+    logits, gt = torch.randn(4, 3, 20, 20) * 3, torch.rand(4, 20, 20) > 0.7
+    parts = mask_losses(logits, gt, alpha=0.25, gamma=2.0)
+    t, p = gt[:, None].expand_as(logits).float().flatten(2), torch.sigmoid(logits.flatten(2))
+    ce = -(t * torch.log(p) + (1 - t) * torch.log(1 - p))
+    p_t = p * t + (1 - p) * (1 - t)
+    focal = ((0.25 * t + 0.75 * (1 - t)) * (1 - p_t) ** 2 * ce).mean(-1)  # Lin et al. 2017, eq. 5
+    dice = 1 - (2 * (p * t).sum(-1) + 1) / (p.sum(-1) + t.sum(-1) + 1)
+    torch.testing.assert_close(parts["focal"], focal, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(parts["dice"], dice, rtol=1e-4, atol=1e-6)
+
+
 def test_iou_target_is_the_true_iou_and_the_best_mask_carries_the_loss():
     gt = _square(x0=8, x1=20)  # 12 x 8 = 96 px
     half = _square(x0=14, x1=26)  # overlaps 6 x 8 = 48 px; union 144
@@ -135,7 +148,11 @@ def test_short_run_lowers_the_loss_and_writes_a_loadable_sam(synthetic_root, tmp
     from sca.models.segmenters.base import Prompts
 
     fresh = IMAGE_ENCODERS.build(**TINY).eval()
-    fresh.load_state_dict({k.removeprefix("segmenter."): v for k, v in ckpt.items()})
+    own = dict(fresh.named_parameters())  # tied weights appear once, as in the checkpoint
+    assert set(own) == {k.removeprefix("segmenter.") for k in ckpt}
+    with torch.no_grad():
+        for k, v in ckpt.items():
+            own[k.removeprefix("segmenter.")].copy_(v)
     pixels = torch.randn(2, 3, 32, 32)
     prompts = Prompts(boxes=torch.tensor([[[2.0, 3, 20, 25]], [[10, 0, 31, 12]]]))
     with torch.no_grad():

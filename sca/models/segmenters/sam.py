@@ -213,6 +213,7 @@ def tiny_sam(
     vision_layers: int = 2,
     dtype: str | None = None,
     init: str = "transformers",
+    decoder_heads: int = 4,
 ) -> SamSegmenter:
     """Tiny random SAM (transformers SamModel) for tests and the embedded default; same code paths as SAM.
 
@@ -221,11 +222,13 @@ def tiny_sam(
     PE std vision_hidden_size // 2), so a SAM trained from it cannot see the image or tell where a
     prompt is. "sam": the original segment-anything code's init, to train from scratch (the
     embedded default's segmenter stage): see ``sam_reference_init``.
+    decoder_heads: attention heads of the mask decoder's two-way transformer (SAM: 8 at width 256).
     """
     if init not in SAM_INITS:
         raise ValueError(f"tiny-sam init {init!r} is not one of {SAM_INITS}")
     config = tiny_sam_config(image_size=image_size, patch_size=patch_size, hidden_size=hidden_size,
-                             vision_hidden_size=vision_hidden_size, vision_layers=vision_layers)
+                             vision_hidden_size=vision_hidden_size, vision_layers=vision_layers,
+                             decoder_heads=decoder_heads)
     model = load_sam_model(config, weights, dtype=dtype)
     if weights is None and init == "sam":
         sam_reference_init(model)
