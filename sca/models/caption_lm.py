@@ -78,17 +78,29 @@ class CaptionLMTrainee(nn.Module):
 
 
 class TextCollator:
-    """Texts -> {input_ids, attention_mask, labels} [N, L]: ``EOS text EOS``, right-padded; the
-    leading EOS is context only, the text and the final EOS are trained."""
+    """Corpus lines -> {input_ids, attention_mask, labels} [N, L], right-padded.
 
-    def __init__(self, tokenizer, max_tokens: int = 18):
+    A line holds the phrases of ONE region separated by tabs; it becomes ``EOS p1 EOS p2 EOS ...``
+    (each phrase cut to ``max_tokens``). Everything after the leading EOS is trained, so the LM
+    learns to predict a phrase from the phrases before it — to read context at earlier positions,
+    which is what SCA's visual prefix asks of it — and sees positions as far as SCA's captions go.
+    """
+
+    def __init__(self, tokenizer, max_tokens: int = 18, max_length: int = 64):
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
+        self.max_length = max_length
 
-    def __call__(self, texts: Sequence[str]) -> dict[str, Any]:
+    def __call__(self, lines: Sequence[str]) -> dict[str, Any]:
         eos = self.tokenizer.eos_token_id
-        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        seqs = [[eos, *s[: self.max_tokens], eos] for s in ids]
+        seqs = []
+        for line in lines:
+            phrases = [p for p in line.split("\t") if p.strip()]
+            ids = self.tokenizer(phrases, add_special_tokens=False)["input_ids"] if phrases else []
+            seq = [eos]
+            for s in ids:
+                seq += [*s[: self.max_tokens], eos]
+            seqs.append(seq[: self.max_length])
         length = max(len(s) for s in seqs)
         input_ids = torch.full((len(seqs), length), eos, dtype=torch.long)
         attention = torch.zeros((len(seqs), length), dtype=torch.long)
@@ -97,7 +109,7 @@ class TextCollator:
             attention[i, : len(s)] = 1
         labels = input_ids.masked_fill(attention == 0, IGNORE_INDEX)
         labels[:, 0] = IGNORE_INDEX
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "num_regions": len(texts)}
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "num_regions": len(lines)}
 
 
 class TextBatch(dict):
@@ -127,7 +139,7 @@ def caption_lm_loss(model, batch):
 def pretrain_caption_lm(texts: Sequence[str], output_dir: str | os.PathLike, *, train: dict[str, Any],
                         hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4, max_tokens: int = 18,
                         dropout: float = 0.1, progress: bool = True):
-    """Build the tokenizer from ``texts``, pretrain the LM on them with the Trainer (resumable,
+    """Build the tokenizer from ``texts`` (corpus lines, see TextCollator), pretrain the LM on them with the Trainer (resumable,
     logged), write ``output_dir/model`` (a HF folder: model + tokenizer). Returns the TrainResult."""
     from accelerate.utils import set_seed
 
@@ -136,22 +148,24 @@ def pretrain_caption_lm(texts: Sequence[str], output_dir: str | os.PathLike, *, 
 
     cfg = TrainConfig.from_dict(train)
     set_seed(cfg.seed)
-    tokenizer = build_word_tokenizer(texts)
+    tokenizer = build_word_tokenizer(p for line in texts for p in line.split("\t"))
     model = new_caption_lm(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-                           max_positions=max(64, max_tokens + 48), dropout=dropout)
+                           max_positions=96, dropout=dropout)
     trainee = CaptionLMTrainee(model, tokenizer).train()
-    collate = TextCollator(tokenizer, max_tokens)
+    collate = TextCollator(tokenizer, max_tokens, max_length=96)
     trainer = Trainer(trainee, list(texts), collate_fn=lambda items: TextBatch(collate(items)),
                       loss_fn=caption_lm_loss, config=cfg, output_dir=output_dir, progress=progress)
     return trainer.fit()
 
 
 def corpus_from_records(records: Iterable[Any]) -> list[str]:
-    """Every phrase of every region (captions and category names) as the LM's text corpus."""
+    """The LM's corpus: one line per region, its phrases (captions or category names) tab-separated."""
     out = []
     for rec in records:
         for region in rec.regions:
-            out.extend(p for p in region.phrases if p.strip())
+            phrases = [p.replace("\t", " ").strip() for p in region.phrases if p.strip()]
+            if phrases:
+                out.append("\t".join(phrases))
     return out
 
 

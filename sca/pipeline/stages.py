@@ -69,18 +69,19 @@ def _synthetic_data(p: dict[str, Any], out: Path) -> dict[str, Any]:
         manifest = generate_synthetic(out / f"synthetic-{flavour}", cfg, workers=workers)
         summary[f"synthetic-{flavour}"] = manifest["totals"]
     # The LM's text: captions and category names of scenes that are not among the training images.
+    from sca.models.caption_lm import corpus_from_records
+
     n = int(p["lm_corpus_scenes"])
     texts: list[str] = []
     for flavour in ("captions", "weak"):
         cfg = SyntheticConfig(flavour=flavour, seed=int(p["seed"]) + 1000, splits={"corpus": n}, image_size=size)
-        for i in range(n if flavour == "captions" else n // 4):
-            _, record = synthetic_image(cfg, "corpus", i)
-            texts.extend(ph for region in record.regions for ph in region.phrases)
+        texts.extend(corpus_from_records(synthetic_image(cfg, "corpus", i)[1]
+                                         for i in range(n if flavour == "captions" else n // 4)))
     random.Random(int(p["seed"])).shuffle(texts)
     corpus = out / "lm-corpus" / "corpus.txt"
     corpus.parent.mkdir(parents=True, exist_ok=True)
     corpus.write_text("\n".join(texts) + "\n")
-    summary["lm-corpus"] = {"phrases": len(texts)}
+    summary["lm-corpus"] = {"regions": len(texts)}
     if p.get("mini", True):
         summary["mini"] = write_mini(out / "mini")["totals"]
     write_json(out / "summary.json", summary)
@@ -135,7 +136,7 @@ def train_language_model(p: dict[str, Any]) -> dict[str, Any]:
     texts = [t for t in Path(p["corpus"]).read_text().splitlines() if t.strip()]
     result = pretrain_caption_lm(texts, out, train=p["train"], hidden_size=p["hidden_size"],
                                  num_layers=p["num_layers"], num_heads=p["num_heads"], progress=p.get("progress", True))
-    summary = {"final_loss": result.final_loss, "steps": result.steps, "corpus_phrases": len(texts),
+    summary = {"final_loss": result.final_loss, "steps": result.steps, "corpus_regions": len(texts),
                **saved_lm_summary(out / "model")}
     write_json(out / "metrics.json", summary)
     return summary

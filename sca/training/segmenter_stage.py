@@ -112,22 +112,27 @@ class SegmenterLoss:
     """``(model, batch) -> LossParts`` for ``TrainableSegmenter`` on a RegionBatch with masks.
 
     Every real region with a non-empty mask gets a prompt: the noisy GT box with probability
-    ``box_prob``, else 1..``max_points`` positive points (+ a negative with ``negative_prob``; the
-    count and the negative are drawn once per micro-batch for all its point-prompted regions).
+    ``box_prob``, else points: with ``single_point_prob`` one positive point (SAM's first training
+    iteration: 'a foreground point or a bounding box', with equal probability), otherwise
+    1..``max_points`` positive points plus a negative with ``negative_prob`` (the kinds of prompt
+    SAM's later, interactive iterations add). The point count and the negative are drawn once per
+    micro-batch for all its point-prompted regions.
     Loss per region = min over the M masks of (focal_weight x focal + dice_weight x dice)
     + iou_weight x mean over the M masks of (predicted IoU - actual IoU)^2 (SAM's 20 : 1 : 1).
     Regions without a mask (``has_mask`` False) or with an empty one are skipped and counted.
     """
 
-    def __init__(self, *, box_prob: float = 0.5, box_noise: float = 0.1, max_points: int = 3,
-                 negative_prob: float = 0.5, focal_weight: float = 20.0, dice_weight: float = 1.0,
+    def __init__(self, *, box_prob: float = 0.5, box_noise: float = 0.1, single_point_prob: float = 0.5,
+                 max_points: int = 3, negative_prob: float = 0.5, focal_weight: float = 20.0, dice_weight: float = 1.0,
                  iou_weight: float = 1.0, focal_alpha: float = 0.25, focal_gamma: float = 2.0):
-        if not 0 <= box_prob <= 1 or not 0 <= negative_prob <= 1:
-            raise ValueError(f"box_prob and negative_prob are probabilities, got {box_prob!r}, {negative_prob!r}")
+        for name, value in (("box_prob", box_prob), ("single_point_prob", single_point_prob),
+                            ("negative_prob", negative_prob)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"SegmenterLoss {name} is a probability in [0, 1], got {value!r}")
         if max_points < 1:
             raise ValueError(f"max_points must be >= 1, got {max_points!r}")
         self.box_prob, self.box_noise, self.max_points = box_prob, box_noise, max_points
-        self.negative_prob = negative_prob
+        self.single_point_prob, self.negative_prob = single_point_prob, negative_prob
         self.focal_weight, self.dice_weight, self.iou_weight = focal_weight, dice_weight, iou_weight
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
 
@@ -139,8 +144,11 @@ class SegmenterLoss:
         on CPU the decoder's cost is mostly per call) and no padded points."""
         n = boxes.shape[0]
         use_box = torch.rand(n) < self.box_prob
-        positives = int(torch.randint(1, self.max_points + 1, ()))
-        negative = bool(torch.rand(()) < self.negative_prob)
+        if torch.rand(()) < self.single_point_prob:
+            positives, negative = 1, False
+        else:
+            positives = int(torch.randint(1, self.max_points + 1, ()))
+            negative = bool(torch.rand(()) < self.negative_prob)
         groups = []
         rows = use_box.nonzero(as_tuple=True)[0]
         if len(rows):

@@ -212,3 +212,24 @@ def test_cli_names_bad_config(tmp_path, write_config, capsys):
     path = write_config({"data": {"train_records": "x", "images": "y"}}, name="noval.yaml")
     assert main(["segmenter-train", "--config", str(path), "--output", str(tmp_path / "o")]) == 2
     assert "val_records" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# The embedded default's real schedule (minutes): a frozen SAM that really segments
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_embedded_schedule_beats_the_box_as_mask_baseline(tmp_path):
+    from sca.data.synthetic import SyntheticConfig, generate_synthetic
+    from sca.training.segmenter_stage import EMBEDDED_SEGMENTER, EMBEDDED_SEGMENTER_TRAIN
+
+    root = tmp_path / "synthetic"  # the embedded pipeline's caption set (params.yaml: data)
+    generate_synthetic(root, SyntheticConfig(flavour="captions", seed=0, splits={"train": 320, "val": 32},
+                                             image_size=(96, 160)), workers=2)
+    data = {"train_records": str(root / "train.jsonl.gz"), "images": str(root),
+            "val_records": str(root / "val.jsonl.gz"), "jitter": False, "hflip": 0.5}
+    result = run_segmenter_stage(segmenter=EMBEDDED_SEGMENTER, data=data, train=EMBEDDED_SEGMENTER_TRAIN,
+                                 output_dir=tmp_path / "run", progress=False)
+    m = result.metrics
+    assert m["num_regions"] > 80
+    assert m["mask_iou_box"] > m["baseline_box_as_mask"] + 0.03, m
+    assert m["mask_iou_point"] > m["baseline_box_as_mask"], m
