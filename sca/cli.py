@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "sca.training.commands",
     "sca.training.segmenter_commands",
     "sca.api_commands",
+    "sca.pipeline.commands",
 ]
 
 

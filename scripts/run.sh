@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export DVC_NO_ANALYTICS=1
+export PATH="$PWD/.venv/bin:$PATH"   # the stages call papermill from the venv
 [ -d .git ] || { echo "run.sh: not a git checkout (dvc needs one); clone the repository" >&2; exit 2; }
 .venv/bin/dvc repro "$@"
 .venv/bin/dvc metrics show runs/evaluate/metrics.json runs/segmenter/metrics.json

@@ -43,7 +43,8 @@ EMBEDDED_SEGMENTER: dict[str, Any] = {"name": "tiny-sam", "image_size": 128, "pa
                                       "vision_hidden_size": 32, "vision_layers": 2, "init": "sam"}
 EMBEDDED_SEGMENTER_TRAIN: dict[str, Any] = {"max_steps": 600, "lr": 2e-3, "warmup_steps": 30,
                                             "images_per_step": 8, "regions_per_image": 6, "weight_decay": 1e-4,
-                                            "num_workers": 1, "log_every": 20}
+                                            "num_workers": 1, "log_every": 20, "save_every": 100,
+                                            "seed": 0}
 
 
 # ---------------------------------------------------------------------------------------------------
