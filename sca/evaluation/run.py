@@ -55,11 +55,13 @@ def evaluate_model(model, records: Sequence[ImageRecord] | str | os.PathLike, im
                    generation: GenerationSettings | None = None, batch_size: int = 1, num_workers: int = 2,
                    metrics: Iterable[str] = DEFAULT_METRICS, baselines: Iterable[str] = BASELINES,
                    figure_images: int = 4, progress: bool = True, settings: dict[str, Any] | None = None,
-                   meteor: MeteorScorer | None = None) -> dict[str, Any]:
+                   meteor: MeteorScorer | None = None, region_use: bool = True) -> dict[str, Any]:
     """Caption every region of ``records`` with ``model``, score it beside the baselines, draw the figure.
 
     records: a JSON Lines path or a sequence of ImageRecord (the evaluation split).
-    Returns the metrics dict (also in ``out_dir/metrics.json``), with generation stats in its settings."""
+    Returns the metrics dict (also in ``out_dir/metrics.json``), with generation stats in its settings.
+    region_use: add ``region_use`` (share of distinct captions; caption loss with true versus shuffled
+    prompts, ``sca.evaluation.diagnostics``) — whether the model looks at its region at all."""
     from sca.data.collate import RegionCollator, make_loader
 
     out_dir = Path(out_dir)
@@ -75,6 +77,22 @@ def evaluate_model(model, records: Sequence[ImageRecord] | str | os.PathLike, im
                           eval_records=dataset.records, metrics=metrics, baselines=baselines, meteor=meteor,
                           settings={"generation": vars(generation), "prediction": stats.to_dict(),
                                     "model": model.config.to_dict(), **(settings or {})})
+    if region_use:
+        # Does the model look at its region? (sca.evaluation.diagnostics; cheap next to beam search)
+        import json
+
+        from sca.evaluation.diagnostics import distinct_share, prompt_shuffle_gap
+
+        preds = read_predictions(pred_path, protocol=protocol)
+        use = {"distinct_candidates": distinct_share(list(preds.candidates().values()))}
+        try:
+            use.update(prompt_shuffle_gap(model, loader))
+        except ValueError as err:  # every image has a single region: nothing to shuffle
+            use["skipped"] = str(err)
+        result["region_use"] = use
+        tmp = out_dir / ".metrics.json.tmp"
+        tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, out_dir / "metrics.json")
     if figure_images > 0:
         from sca.evaluation.figures import save_predictions_figure
 

@@ -238,5 +238,7 @@ def evaluate(p: dict[str, Any]) -> dict[str, Any]:
             "model": result["model"]["scores"],
             "baselines": {k: v["scores"] for k, v in result["baselines"].items()},
         }
+        if "region_use" in result:
+            summary[item["name"]]["region_use"] = result["region_use"]
     write_json(out / "metrics.json", summary)
     return summary
