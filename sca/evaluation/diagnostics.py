@@ -18,24 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-
-from sca.models.text import IGNORE_INDEX
 
 __all__ = ["distinct_share", "prompt_shuffle_gap"]
-
-
-def _token_loss(model, prefix, captions) -> tuple[float, int]:
-    length = captions.input_ids.shape[1]
-    embeds = torch.cat([prefix, model.lm.embed(captions.input_ids)], dim=1)
-    attention = torch.cat([torch.ones(prefix.shape[:2], dtype=captions.attention_mask.dtype, device=prefix.device),
-                           captions.attention_mask], dim=1)
-    logits = model.lm.model(inputs_embeds=embeds, attention_mask=attention, use_cache=False).logits
-    logits = logits[:, prefix.shape[1] - 1: prefix.shape[1] + length - 1].float()
-    labels = captions.labels
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX,
-                           reduction="sum")
-    return float(loss), int((labels != IGNORE_INDEX).sum())
 
 
 @torch.no_grad()
@@ -67,7 +51,9 @@ def prompt_shuffle_gap(model, loader, *, max_batches: int | None = None, seed: i
                 order = order.to(model.device)
                 seg = model.segment_regions(features, inputs["prompts"].map(lambda t, o=order: t[o]),
                                             inputs["image_index"][order])
-                loss, count = _token_loss(model, model.visual_prefix(seg, task_ids[order]), inputs["captions"])
+                loss, count, _ = model._caption_loss(model.visual_prefix(seg, task_ids[order]), inputs["captions"],
+                                                     False, label_smoothing=0.0)
+                loss = float(loss)
                 if acc == "true":
                     true_sum += loss
                     tokens += count

@@ -228,7 +228,10 @@ class SCAModel(nn.Module):
         return SCAOutput(loss=loss, logits=logits, masks=seg.masks[:, 0], iou_scores=seg.iou_scores[:, 0],
                          loss_sum=loss_sum, num_tokens=num_tokens)
 
-    def _caption_loss(self, prefix: Tensor, captions: CaptionBatch, return_logits: bool):
+    def _caption_loss(self, prefix: Tensor, captions: CaptionBatch, return_logits: bool,
+                      label_smoothing: float | None = None):
+        """(summed CE over caption tokens, token count, logits or None); ``label_smoothing`` None:
+        the config's (training), 0.0: the plain likelihood (diagnostics)."""
         p, length = prefix.shape[1], captions.input_ids.shape[1]
         embeds = torch.cat([prefix, self.lm.embed(captions.input_ids)], dim=1)
         attention = torch.cat(
@@ -242,7 +245,8 @@ class SCAModel(nn.Module):
         labels = captions.labels.reshape(-1)
         loss_sum = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), labels, ignore_index=IGNORE_INDEX,
-            label_smoothing=self.config.label_smoothing, reduction="sum",
+            label_smoothing=self.config.label_smoothing if label_smoothing is None else label_smoothing,
+            reduction="sum",
         )
         return loss_sum, int((labels != IGNORE_INDEX).sum()), (logits if return_logits else None)
 
