@@ -28,13 +28,14 @@ def run(args) -> int:
     if not Path(args.params).is_file():
         print(f"sca sweep: params file {args.params!r} does not exist", file=sys.stderr)
         return 2
-    sweeps = sorted(load_params(args.params).get("ablations", {}).get("sweeps", {}))
+    params = load_params(args.params)
+    sweeps = sorted(params.get("ablations", {}).get("sweeps", {}))
     if args.name not in sweeps:
         print(f"sca sweep: no sweep {args.name!r} in {args.params}; known: {', '.join(sweeps) or 'none'}",
               file=sys.stderr)
         return 2
     if args.list:
-        for plan in plan_sweep(load_params(args.params), args.name):
+        for plan in plan_sweep(params, args.name):
             print(json.dumps({"name": plan["name"], "variant": plan["variant"], "folder": plan["folder"]}))
         return 0
     for row in run_sweep(args.params, args.name):
