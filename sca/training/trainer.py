@@ -17,6 +17,8 @@ gradient accumulation come from accelerate; nothing here is process-group code.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import shutil
 import time
@@ -203,7 +205,7 @@ class Trainer:
         history: list[dict[str, float]] = []
         window: dict[str, float] = {}
         window_n, t_window, regions_window = 0, time.perf_counter(), 0
-        last_loss = math.nan
+        last_loss = float(state.extra.get("last_loss", math.nan))  # a finished run resumed keeps its figure
         bar = _progress(cfg.max_steps, state.step, acc.is_main_process and self.progress)
         from sca.data.report import DataReport
 
@@ -247,7 +249,7 @@ class Trainer:
                     row.update(step=state.step, lr=scheduler.get_last_lr()[0],
                                steps_per_s=(window_n / cfg.gradient_accumulation) / max(elapsed, 1e-9),
                                regions_per_s=regions_window * acc.num_processes / max(elapsed, 1e-9))
-                    last_loss = row["loss"]
+                    last_loss = state.extra["last_loss"] = row["loss"]
                     history.append(row)
                     if live is not None:
                         live.step = state.step
@@ -320,11 +322,26 @@ class Trainer:
         return Live(str(self.live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
 
 
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """A hash of the source that decides what training computes (sca/models, sca/training, sca/data).
+
+    Part of the run fingerprint: after a code change, checkpoints of the old code (even a finished
+    run's, which DVC keeps) are not resumed, so ``dvc repro`` really retrains."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for sub in ("models", "training", "data"):
+        for path in sorted((root / sub).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _fingerprint(run_config: dict[str, Any]) -> str:
-    import hashlib
     import json
 
-    return hashlib.sha256(json.dumps(run_config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    payload = {"run": run_config, "code": code_version()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _checkpoint_fingerprint(folder: Path) -> str | None:

@@ -175,3 +175,22 @@ def test_checkpoints_of_another_configuration_are_not_resumed(synthetic_root, ti
     assert "checkpoints of another configuration: starting over" in capsys.readouterr().out
     run_training(**changed, output_dir=tmp_path / "fresh", progress=False)
     _assert_same(_final_weights(tmp_path / "run"), _final_weights(tmp_path / "fresh"))
+
+
+def test_code_version_is_part_of_the_fingerprint(monkeypatch):
+    """Checkpoints of other code are not resumed (a DVC stage rerun after a code change retrains)."""
+    from sca.training import trainer as tr
+
+    version = tr.code_version()
+    assert len(version) == 16 and int(version, 16) >= 0
+    a = tr._fingerprint({"x": 1})
+    monkeypatch.setattr(tr, "code_version", lambda: "other-code")
+    assert tr._fingerprint({"x": 1}) != a
+
+
+def test_a_finished_run_started_again_keeps_its_final_loss(synthetic_root, tiny_run_config, tmp_path):
+    cfg = tiny_run_config(synthetic_root)
+    first = run_training(**cfg, output_dir=tmp_path / "run", progress=False)
+    again = run_training(**cfg, output_dir=tmp_path / "run", progress=False)
+    assert again.steps == first.steps and again.history == []
+    assert again.final_loss == first.final_loss
