@@ -165,10 +165,11 @@ def evaluate_run(predictions: str | os.PathLike | Predictions, out_dir: str | os
                  eval_records: Iterable[ImageRecord] | str | os.PathLike | None = None,
                  metrics: Iterable[str] = DEFAULT_METRICS, baselines: Iterable[str] = BASELINES,
                  settings: dict[str, Any] | None = None, spice_dir: str | os.PathLike | None = None,
-                 meteor: MeteorScorer | None = None) -> dict[str, Any]:
+                 meteor: MeteorScorer | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score a predictions file and its baselines (one scoring call: one METEOR JVM) and write
     ``out_dir/metrics.json`` (layout in the module docstring). A file of another protocol raises
-    ``ProtocolMismatchError``. meteor: a running ``MeteorScorer`` to share. Returns the metrics dict."""
+    ``ProtocolMismatchError``. meteor: a running ``MeteorScorer`` to share. extra: more top-level
+    entries of the metrics file (e.g. ``region_use``). Returns the metrics dict."""
     path = None
     if not isinstance(predictions, Predictions):
         path = Path(predictions)
@@ -204,6 +205,7 @@ def evaluate_run(predictions: str | os.PathLike | Predictions, out_dir: str | os
                      "train_regions": priors.num_regions if priors else 0,
                      "scoring_seconds": elapsed, "scored_systems": n_systems, **(settings or {})},
         "predictions": path.name if path else None,
+        **(extra or {}),
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -73,26 +73,22 @@ def evaluate_model(model, records: Sequence[ImageRecord] | str | os.PathLike, im
     pred_path = out_dir / "predictions.jsonl"
     stats = predict_to_file(model, loader, pred_path, protocol=protocol, split=split, settings=generation,
                             progress=progress)
-    result = evaluate_run(pred_path, out_dir, protocol=protocol, train_records=train_records,
-                          eval_records=dataset.records, metrics=metrics, baselines=baselines, meteor=meteor,
-                          settings={"generation": vars(generation), "prediction": stats.to_dict(),
-                                    "model": model.config.to_dict(), **(settings or {})})
+    extra = {}
     if region_use:
         # Does the model look at its region? (sca.evaluation.diagnostics; cheap next to beam search)
-        import json
-
         from sca.evaluation.diagnostics import distinct_share, prompt_shuffle_gap
 
-        preds = read_predictions(pred_path, protocol=protocol)
-        use = {"distinct_candidates": distinct_share(list(preds.candidates().values()))}
+        use = {"distinct_candidates": distinct_share(list(read_predictions(pred_path, protocol=protocol)
+                                                          .candidates().values()))}
         try:
             use.update(prompt_shuffle_gap(model, loader))
         except ValueError as err:  # every image has a single region: nothing to shuffle
             use["skipped"] = str(err)
-        result["region_use"] = use
-        tmp = out_dir / ".metrics.json.tmp"
-        tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, out_dir / "metrics.json")
+        extra["region_use"] = use
+    result = evaluate_run(pred_path, out_dir, protocol=protocol, train_records=train_records,
+                          eval_records=dataset.records, metrics=metrics, baselines=baselines, meteor=meteor,
+                          settings={"generation": vars(generation), "prediction": stats.to_dict(),
+                                    "model": model.config.to_dict(), **(settings or {})}, extra=extra)
     if figure_images > 0:
         from sca.evaluation.figures import save_predictions_figure
 
