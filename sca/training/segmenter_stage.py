@@ -10,6 +10,11 @@ paper freezes SAM (paper.md §1). Facts from the SAM paper (Kirillov et al. 2023
   of that mask with the GT mask, weighted 1.0;
 - prompts: the GT box with noise, or points inside the mask (``sca.training.segmenter_prompts``).
 
+Deviation (embedded default only): SAM's image encoder starts from an MAE-pretrained ViT; a tiny SAM
+trained on masks alone keeps little of what regions look like, which SCA's captions need. The
+embedded default adds a pixel reconstruction loss on the image embedding (``PixelDecoder``,
+``EMBEDDED_SEGMENTER_LOSS``) as a stand-in for that pretraining.
+
     run_segmenter_stage(segmenter={"name": "tiny-sam", "image_size": 128}, data={...DataConfig...},
                         train={...TrainConfig...}, output_dir="runs/segmenter")
 
@@ -35,12 +40,14 @@ from sca.models.segmenters.base import Prompts, SamSegmenter, SegmenterOutput
 from sca.training.segmenter_prompts import box_as_mask, interior_points, noisy_boxes, sample_points
 from sca.training.trainer import LossParts, TrainResult
 
-__all__ = ["EMBEDDED_SEGMENTER", "EMBEDDED_SEGMENTER_TRAIN", "SegmenterLoss", "TrainableSegmenter",
-           "evaluate_segmenter", "mask_losses", "run_segmenter_stage"]
+__all__ = ["EMBEDDED_SEGMENTER", "EMBEDDED_SEGMENTER_LOSS", "EMBEDDED_SEGMENTER_TRAIN", "PixelDecoder",
+           "SegmenterLoss", "TrainableSegmenter", "evaluate_segmenter", "mask_losses", "run_segmenter_stage"]
 
 # The embedded default's tiny SAM and its schedule (measured on 2 CPU cores; see the stage's report).
-EMBEDDED_SEGMENTER: dict[str, Any] = {"name": "tiny-sam", "image_size": 128, "patch_size": 8, "hidden_size": 32,
-                                      "vision_hidden_size": 32, "vision_layers": 2, "init": "sam"}
+EMBEDDED_SEGMENTER: dict[str, Any] = {"name": "tiny-sam", "image_size": 128, "patch_size": 8, "hidden_size": 64,
+                                      "vision_hidden_size": 64, "vision_layers": 2, "init": "sam"}
+# SAM's losses + the pixel reconstruction that stands in for its encoder's MAE pretraining (PixelDecoder).
+EMBEDDED_SEGMENTER_LOSS: dict[str, Any] = {"reconstruction_weight": 1.0}
 EMBEDDED_SEGMENTER_TRAIN: dict[str, Any] = {"max_steps": 600, "lr": 2e-3, "warmup_steps": 30,
                                             "images_per_step": 8, "regions_per_image": 6, "weight_decay": 1e-4,
                                             "num_workers": 1, "log_every": 20, "save_every": 100,
@@ -55,26 +62,59 @@ class TrainableSegmenter(nn.Module):
 
     ``forward(pixel_values [B, 3, S, S], groups)`` encodes the images once and decodes each group
     ``(image_index [N], Prompts [N, 1, ...])`` (regions of one prompt kind) against the embedding of
-    its image; returns one ``SegmenterOutput`` per group (masks [N, 1, M, 4h, 4w], iou [N, 1, M]).
+    its image; returns (one ``SegmenterOutput`` per group (masks [N, 1, M, 4h, 4w], iou [N, 1, M]),
+    the pixels reconstructed from the image embedding [B, 3, S, S] or None).
     Going through ``forward`` keeps DDP's gradient sync in the loop.
+
+    reconstruction: add a pixel decoder on the image embedding (see ``PixelDecoder``); it trains
+    with the segmenter and is not saved: SCA sees only the SAM.
     """
 
-    def __init__(self, segmenter: SamSegmenter):
+    def __init__(self, segmenter: SamSegmenter, *, reconstruction: bool = False):
         super().__init__()
         if not isinstance(segmenter, SamSegmenter):
             raise TypeError(f"the segmenter stage trains a SamSegmenter, got {type(segmenter).__name__}")
         self.segmenter = segmenter
         for p in self.segmenter.parameters():
             p.requires_grad_(True)
+        self.pixel_decoder = None
+        if reconstruction:
+            _, channels, grid, _ = segmenter.image_positional_embeddings().shape
+            self.pixel_decoder = PixelDecoder(int(channels), int(grid), segmenter.image_size)
 
     def forward(self, pixel_values: Tensor, groups: list[tuple[Tensor, Prompts]],
-                multimask_output: bool = True) -> list[SegmenterOutput]:
+                multimask_output: bool = True) -> tuple[list[SegmenterOutput], Tensor | None]:
         embeddings = self.segmenter.encode(pixel_values)["image_embeddings"]  # [B, C, h, w]
-        return [self.segmenter.decode({"image_embeddings": embeddings[index]}, prompts, multimask_output)
-                for index, prompts in groups]
+        outputs = [self.segmenter.decode({"image_embeddings": embeddings[index]}, prompts, multimask_output)
+                   for index, prompts in groups]
+        pixels = self.pixel_decoder(embeddings) if self.pixel_decoder is not None else None
+        return outputs, pixels
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         self.segmenter.sam.save_pretrained(str(folder))
+
+
+class PixelDecoder(nn.Module):
+    """Image embedding [B, C, h, w] -> pixels [B, 3, S, S]: every embedding cell predicts its own
+    (S/h)x(S/h) patch of normalised pixels through a per-cell MLP (1x1 convolutions + pixel shuffle).
+
+    Why: SAM's image encoder starts from an MAE-pretrained ViT (Kirillov et al. 2023, §3), so its
+    embedding still describes what a region looks like, which SCA's captions need. A tiny SAM trained
+    only for masks keeps little but edges (a linear probe on its box-pooled embedding: colour 0.37,
+    shape 0.25 accuracy on the synthetic test split). Reconstructing every patch from its cell, as an
+    MAE decoder does but without masking, keeps colour, texture and outline in the embedding.
+    """
+
+    def __init__(self, channels: int, grid: int, image_size: int, hidden: int = 128):
+        super().__init__()
+        if image_size % grid:
+            raise ValueError(f"image size {image_size} is not a multiple of the embedding grid {grid}")
+        patch = image_size // grid
+        self.net = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.GELU(),
+                                 nn.Conv2d(hidden, 3 * patch * patch, 1), nn.PixelShuffle(patch))
+
+    def forward(self, embeddings: Tensor) -> Tensor:
+        return self.net(embeddings)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -121,9 +161,12 @@ class SegmenterLoss:
     Loss per region = min over the M masks of (focal_weight x focal + dice_weight x dice)
     + iou_weight x mean over the M masks of (predicted IoU - actual IoU)^2 (SAM's 20 : 1 : 1).
     Regions without a mask (``has_mask`` False) or with an empty one are skipped and counted.
+    reconstruction_weight: with a ``TrainableSegmenter(reconstruction=True)``, + this weight x the
+    mean squared error of its reconstructed (normalised) pixels, per region of the micro-batch.
     """
 
-    def __init__(self, *, box_prob: float = 0.5, box_noise: float = 0.1, single_point_prob: float = 0.5,
+    def __init__(self, *, reconstruction_weight: float = 0.0, box_prob: float = 0.5, box_noise: float = 0.1,
+                 single_point_prob: float = 0.5,
                  max_points: int = 3, negative_prob: float = 0.5, focal_weight: float = 20.0, dice_weight: float = 1.0,
                  iou_weight: float = 1.0, focal_alpha: float = 0.25, focal_gamma: float = 2.0):
         for name, value in (("box_prob", box_prob), ("single_point_prob", single_point_prob),
@@ -136,6 +179,9 @@ class SegmenterLoss:
         self.single_point_prob, self.negative_prob = single_point_prob, negative_prob
         self.focal_weight, self.dice_weight, self.iou_weight = focal_weight, dice_weight, iou_weight
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+        if reconstruction_weight < 0:
+            raise ValueError(f"reconstruction_weight must be >= 0, got {reconstruction_weight!r}")
+        self.reconstruction_weight = reconstruction_weight
 
     def prompt_groups(self, boxes: Tensor, masks: Tensor, size: int) -> list[tuple[Tensor, Prompts]]:
         """Draw one prompt per region. boxes [N, 4], masks [N, S, S] -> [(rows [n], Prompts [n, 1, ...])].
@@ -191,7 +237,8 @@ class SegmenterLoss:
         size = masks.shape[-1]
         groups = self.prompt_groups(boxes, masks, size)
         inputs = [(image_index[rows].to(device), prompts.to(device)) for rows, prompts in groups]
-        outputs = model(batch.pixel_values.to(device), inputs)
+        pixel_values = batch.pixel_values.to(device)
+        outputs, pixels = model(pixel_values, inputs)
         total, sums = 0.0, {}
         for (rows, _), out in zip(groups, outputs, strict=True):
             loss, parts = self.region_loss(out, masks[rows].to(device))
@@ -200,6 +247,13 @@ class SegmenterLoss:
                 sums[k] = sums.get(k, 0.0) + float(v.detach().sum())
         n = int(usable.sum())
         stats.update({k: v / n for k, v in sums.items()})
+        if self.reconstruction_weight > 0 and pixels is None:
+            raise ValueError("SegmenterLoss(reconstruction_weight > 0) needs TrainableSegmenter(reconstruction=True)")
+        if pixels is not None:
+            # Padding outside the image content is reconstructed too (it is constant: cheap to learn).
+            mse = F.mse_loss(pixels.float(), pixel_values.float())
+            stats["reconstruction_mse"] = float(mse.detach())
+            total = total + self.reconstruction_weight * mse * n
         return LossParts(total, n, stats)
 
 
@@ -316,7 +370,7 @@ def run_segmenter_stage(*, segmenter: dict[str, Any], data: dict[str, Any], trai
         train_cfg.torch_threads = int(num_threads)
     set_seed(train_cfg.seed)  # the random init is the same in a resumed run
     seg = load_registries()[0].build(name, **spec)
-    model = TrainableSegmenter(seg)
+    model = TrainableSegmenter(seg, reconstruction=float((loss or {}).get("reconstruction_weight", 0.0)) > 0)
     model.train()
     train_set, val_set = build_datasets(data_cfg, image_size=seg.image_size, pixel_mean=seg.pixel_mean,
                                         pixel_std=seg.pixel_std, regions_per_image=train_cfg.regions_per_image,
