@@ -258,7 +258,11 @@ def test_cli_names_bad_config(tmp_path, write_config, capsys):
 @pytest.mark.slow
 def test_embedded_schedule_beats_the_box_as_mask_baseline(tmp_path):
     from sca.data.synthetic import SyntheticConfig, generate_synthetic
-    from sca.training.segmenter_stage import EMBEDDED_SEGMENTER, EMBEDDED_SEGMENTER_LOSS, EMBEDDED_SEGMENTER_TRAIN
+    from sca.training.segmenter_stage import (
+        EMBEDDED_SEGMENTER,
+        EMBEDDED_SEGMENTER_LOSS,
+        EMBEDDED_SEGMENTER_TRAIN,
+    )
 
     root = tmp_path / "synthetic"  # the embedded pipeline's caption set (params.yaml: data)
     generate_synthetic(root, SyntheticConfig(flavour="captions", seed=0, splits={"train": 320, "val": 32},
