@@ -134,7 +134,9 @@ def run_sweep(params_file: str, sweep: str, *, execute: Callable = _papermill,
 
 def collect(folder: str | os.PathLike) -> list[dict[str, Any]]:
     """One row per finished variant under ``folder``: its varied values, then per evaluation set
-    the model's and the baselines' scores (``<set>/<metric>``, ``<set>/baseline:<name>/<metric>``)."""
+    the model's and the baselines' scores (``<set>/<metric>``, ``<set>/baseline:<name>/<metric>``)
+    and, when the evaluation measured it, the model's region use (``<set>/region_use/loss_gap`` and
+    ``<set>/region_use/distinct_candidates``, see ``sca.evaluation.diagnostics``)."""
     rows = []
     for variant_dir in sorted(Path(folder).iterdir() if Path(folder).is_dir() else []):
         metrics = variant_dir / "evaluate" / "metrics.json"
@@ -148,5 +150,8 @@ def collect(folder: str | os.PathLike) -> list[dict[str, Any]]:
             for base, scores in result.get("baselines", {}).items():
                 for metric, value in scores.items():
                     row[f"{name}/baseline:{base}/{metric}"] = value
+            for key in ("loss_gap", "distinct_candidates"):
+                if key in result.get("region_use", {}):
+                    row[f"{name}/region_use/{key}"] = result["region_use"][key]
         rows.append(row)
     return rows

@@ -90,3 +90,4 @@ def test_a_sweep_runs_with_papermill_and_the_ablations_notebook_collects_it(repo
     rows = collect(dst / "runs" / "ablations" / "smoke")
     assert sorted(r["pretrain.enabled"] for r in rows) == [False, True]
     assert all("synthetic-test/CIDEr-D" in r for r in rows)
+    assert all(0 < r["synthetic-test/region_use/distinct_candidates"] <= 1 for r in rows)
