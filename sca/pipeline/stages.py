@@ -122,8 +122,8 @@ def train_segmenter(p: dict[str, Any]) -> dict[str, Any]:
         return _skipped(out, "the image encoder comes with trained SAM weights")
     from sca.training.segmenter_stage import run_segmenter_stage
 
-    result = run_segmenter_stage(segmenter=p["model"], data=p["data"], train=p["train"], output_dir=out, loss=p.get("loss"),
-                                 **p.get("options", {}))
+    result = run_segmenter_stage(segmenter=p["model"], data=p["data"], train=p["train"], loss=p.get("loss"),
+                                 output_dir=out, **p.get("options", {}))
     return result if isinstance(result, dict) else getattr(result, "metrics", {})
 
 
