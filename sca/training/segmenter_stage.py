@@ -372,7 +372,8 @@ def run_segmenter_stage(*, segmenter: dict[str, Any], data: dict[str, Any], trai
         train_cfg.torch_threads = int(num_threads)
     set_seed(train_cfg.seed)  # the random init is the same in a resumed run
     seg = load_registries()[0].build(name, **spec)
-    model = TrainableSegmenter(seg, reconstruction=float((loss or {}).get("reconstruction_weight", 0.0)) > 0)
+    loss_fn = SegmenterLoss(**(loss or {}))
+    model = TrainableSegmenter(seg, reconstruction=loss_fn.reconstruction_weight > 0)
     model.train()
     train_set, val_set = build_datasets(data_cfg, image_size=seg.image_size, pixel_mean=seg.pixel_mean,
                                         pixel_std=seg.pixel_std, regions_per_image=train_cfg.regions_per_image,
@@ -385,7 +386,7 @@ def run_segmenter_stage(*, segmenter: dict[str, Any], data: dict[str, Any], trai
     def eval_fn(m: TrainableSegmenter, step: int) -> dict[str, float]:
         return evaluate_segmenter(m.segmenter, val_set, max_images=eval_images)
 
-    trainer = Trainer(model, train_set, collate_fn=RegionCollator(NoTextTokenizer()), loss_fn=SegmenterLoss(**(loss or {})),
+    trainer = Trainer(model, train_set, collate_fn=RegionCollator(NoTextTokenizer()), loss_fn=loss_fn,
                       config=train_cfg, output_dir=output_dir, eval_fn=eval_fn, accelerator=accelerator,
                       progress=progress, run_config=run_config)
     result = trainer.fit(resume=resume)
