@@ -4,7 +4,7 @@
 # A second run does nothing unless code, data or params.yaml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+SCA_SETUP_BROWSER=0 bash scripts/setup.sh   # the browser is for the tests only
 export DVC_NO_ANALYTICS=1
 export PATH="$PWD/.venv/bin:$PATH"   # the stages call papermill from the venv
 [ -d .git ] || { echo "run.sh: not a git checkout (dvc needs one); clone the repository" >&2; exit 2; }

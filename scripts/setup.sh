@@ -33,7 +33,10 @@ fi
 # --- Chromium, for the web demo's browser test (tests/api/test_api_demo_browser.py) ----------------
 # Playwright drives Debian's chromium (never `playwright install`, which downloads browsers). When
 # /usr/bin/chromium is missing, install it if we can (root + apt-get), else say how; non-fatal.
-if [ ! -x /usr/bin/chromium ]; then
+# SCA_SETUP_BROWSER=0 skips it (scripts/run.sh: the pipeline needs no browser).
+if [ "${SCA_SETUP_BROWSER:-1}" = 0 ]; then
+  echo "setup: SCA_SETUP_BROWSER=0: not installing Chromium (only the demo's browser test needs it)"
+elif [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: no /usr/bin/chromium: installing chromium + chromium-driver (for the demo's browser test)"
     if ! { DEBIAN_FRONTEND=noninteractive apt-get update -q &&

@@ -11,6 +11,10 @@ Two numbers tell this apart from real region captioning:
   (gap > 0); one that ignores it shows a gap of ~0.
 - ``distinct_candidates``: share of distinct generated captions among the regions (from the
   predictions file), ~0 when every region gets the same text.
+
+On the synthetic sets, whose records keep what the generator drew, ``attribute_accuracy`` says
+which facts a caption gets right: the share of captions that name the region's colour, shape and
+size (exactly one word of that kind, and the right one) and state its place phrase.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["distinct_share", "prompt_shuffle_gap"]
+__all__ = ["attribute_accuracy", "distinct_share", "prompt_shuffle_gap"]
 
 
 @torch.no_grad()
@@ -74,3 +78,39 @@ def distinct_share(candidates: list[str]) -> float:
     if not candidates:
         raise ValueError("distinct_share needs at least one caption")
     return len(set(candidates)) / len(candidates)
+
+
+def _named(text: str, vocabulary) -> list[str]:
+    """Words of ``vocabulary`` that ``text`` names (plurals count: 'two crosses' names 'cross')."""
+    words = set(text.lower().replace(",", " ").split())
+    return [v for v in vocabulary if v in words or (v + "s") in words or (v + "es") in words]
+
+
+def attribute_accuracy(candidates: dict[str, str], records) -> dict[str, Any]:
+    """Share of captions that state each attribute of their region right, for regions whose records
+    carry the synthetic generator's ``attributes`` (colour, shape, size, vertical, horizontal).
+
+    candidates: region key (``sca.evaluation.predict.region_key``) -> caption; records: the
+    evaluation ImageRecords. colour / shape / size: the caption names exactly one word of that kind
+    and it is the region's; place: it contains the region's place phrase ("in the top left corner").
+    Returns {colour, shape, size, place, num_regions}; {} when no region has attributes."""
+    from sca.data.synthetic import COLOURS, SHAPES, SIZES
+    from sca.data.synthetic_captions import place_phrase
+    from sca.evaluation.predict import region_key
+
+    hits = {"colour": 0, "shape": 0, "size": 0, "place": 0}
+    n = 0
+    for rec in records:
+        for index, region in enumerate(rec.regions):
+            attrs = region.attributes or {}
+            key = region_key({"image_id": rec.image_id, "region_id": region.region_id, "region_index": index})
+            if not {"colour", "shape", "size", "vertical", "horizontal"} <= set(attrs) or key not in candidates:
+                continue
+            text = candidates[key]
+            n += 1
+            for name, vocabulary in (("colour", COLOURS), ("shape", SHAPES), ("size", SIZES)):
+                hits[name] += _named(text, vocabulary) == [attrs[name]]
+            hits["place"] += place_phrase(attrs["vertical"], attrs["horizontal"]) in text.lower()
+    if n == 0:
+        return {}
+    return {**{k: v / n for k, v in hits.items()}, "num_regions": n}

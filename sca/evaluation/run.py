@@ -61,7 +61,8 @@ def evaluate_model(model, records: Sequence[ImageRecord] | str | os.PathLike, im
     records: a JSON Lines path or a sequence of ImageRecord (the evaluation split).
     Returns the metrics dict (also in ``out_dir/metrics.json``), with generation stats in its settings.
     region_use: add ``region_use`` (share of distinct captions; caption loss with true versus shuffled
-    prompts, ``sca.evaluation.diagnostics``) — whether the model looks at its region at all."""
+    prompts, ``sca.evaluation.diagnostics``) — whether the model looks at its region at all — and, on
+    synthetic sets, which attributes its captions state right (``attribute_accuracy``)."""
     from sca.data.collate import RegionCollator, make_loader
 
     out_dir = Path(out_dir)
@@ -76,10 +77,13 @@ def evaluate_model(model, records: Sequence[ImageRecord] | str | os.PathLike, im
     extra = {}
     if region_use:
         # Does the model look at its region? (sca.evaluation.diagnostics; cheap next to beam search)
-        from sca.evaluation.diagnostics import distinct_share, prompt_shuffle_gap
+        from sca.evaluation.diagnostics import attribute_accuracy, distinct_share, prompt_shuffle_gap
 
-        use = {"distinct_candidates": distinct_share(list(read_predictions(pred_path, protocol=protocol)
-                                                          .candidates().values()))}
+        candidates = read_predictions(pred_path, protocol=protocol).candidates()
+        use = {"distinct_candidates": distinct_share(list(candidates.values()))}
+        attributes = attribute_accuracy(candidates, dataset.records)
+        if attributes:
+            use["attributes"] = attributes
         try:
             use.update(prompt_shuffle_gap(model, loader))
         except ValueError as err:  # every image has a single region: nothing to shuffle

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from sca.pipeline.params import deep_update
+
 __all__ = ["make_data", "train_captioner", "train_language_model", "train_segmenter", "evaluate", "write_json"]
 
 
@@ -33,10 +35,12 @@ def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
 
 
 def _skipped(out: Path, why: str) -> dict[str, Any]:
-    """A switched-off stage still leaves its declared outputs: a marker in ``out/model`` and metrics."""
+    """A switched-off stage still leaves the outputs dvc.yaml declares for it: a marker in each of
+    ``out/model``, ``out/checkpoints`` and ``out/live``, and its metrics."""
     summary = {"skipped": True, "reason": why}
-    (out / "model").mkdir(parents=True, exist_ok=True)
-    (out / "model" / "SKIPPED").write_text(why + "\n")
+    for folder in ("model", "checkpoints", "live"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        (out / folder / "SKIPPED").write_text(why + "\n")
     write_json(out / "metrics.json", summary)
     return summary
 
@@ -138,6 +142,17 @@ def train_language_model(p: dict[str, Any]) -> dict[str, Any]:
                                  num_layers=p["num_layers"], num_heads=p["num_heads"], progress=p.get("progress", True))
     summary = {"final_loss": result.final_loss, "steps": result.steps, "corpus_regions": len(texts),
                **saved_lm_summary(out / "model")}
+    if p.get("context_check"):
+        # Can a prefix steer it? The LM must read earlier context (sca.models.caption_lm.context_gain),
+        # checked on held-out phrases: regions of the given records, never in the LM's corpus.
+        from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+
+        from sca.data.io import read_records
+        from sca.models.caption_lm import context_gain, corpus_from_records
+
+        lm = GPT2LMHeadModel.from_pretrained(out / "model")
+        summary["context"] = context_gain(lm, PreTrainedTokenizerFast.from_pretrained(out / "model"),
+                                          corpus_from_records(read_records(p["context_check"])))
     write_json(out / "metrics.json", summary)
     return summary
 
@@ -162,7 +177,8 @@ def subsample_records(records_path: str, fraction: float, seed: int, out_path: P
 
 def train_captioner(p: dict[str, Any]) -> dict[str, Any]:
     """One training stage (pretrain or finetune): section keys ``model``, ``data``, ``train``,
-    optional ``eval``, ``init_from``, ``caption_fraction``, ``launch`` ({num_processes, ...}:
+    optional ``model_overrides`` (merged into ``model`` for this stage), ``eval``, ``init_from``,
+    ``caption_fraction``, ``launch`` ({num_processes, ...}:
     more than one process runs ``accelerate launch``)."""
     out = Path(p["out"])
     if not p.get("enabled", True):
@@ -179,7 +195,9 @@ def train_captioner(p: dict[str, Any]) -> dict[str, Any]:
             init_from = None  # the pretraining stage was switched off: start from scratch
     if init_from:
         train["init_from"] = str(Path(init_from) / "model")
-    config = {"model": p["model"], "data": data, "train": train}
+    # model_overrides: this stage's changes to the shared model section (e.g. a frozen LM in pretraining).
+    config = {"model": deep_update(p["model"], p.get("model_overrides") or {}), "data": data,
+              "train": train}
     if p.get("eval"):
         config["eval"] = p["eval"]
     out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +209,7 @@ def train_captioner(p: dict[str, Any]) -> dict[str, Any]:
     else:
         from sca.training.run import run_training
 
-        result = run_training(model=p["model"], data=data, train=train, eval=p.get("eval"), output_dir=out,
+        result = run_training(model=config["model"], data=data, train=train, eval=p.get("eval"), output_dir=out,
                               progress=p.get("progress", True))
         summary = {"steps": result.steps, "final_loss": result.final_loss, "eval": result.metrics,
                    "data_issues": result.data_report.summary() if result.data_report is not None else {}}

@@ -37,3 +37,32 @@ def test_pretraining_learns_the_text_and_loads_as_a_causal_lm(tmp_path):
     prompt = torch.tensor([[0] + lm.tokenizer("a green triangle above a")["input_ids"]])
     out = lm.model.eval().generate(prompt, max_new_tokens=3, do_sample=False, pad_token_id=0)
     assert lm.tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True).startswith("red circle")
+
+
+def test_context_gain_tells_a_context_reader_from_an_lm_that_ignores_context(tmp_path):
+    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from sca.models.caption_lm import context_gain, new_caption_lm
+
+    words = ["red", "blue", "green", "white", "black", "pink"]
+    lines = [f"{w}\t{w}" for w in words] * 16  # phrase 2 repeats phrase 1: only context tells it
+    tok = build_word_tokenizer(p for line in lines for p in line.split("\t"))
+    blind = context_gain(new_caption_lm(tok, hidden_size=32, num_layers=1, num_heads=2), tok, lines[:12])
+    assert abs(blind["gain"]) < 0.1 and blind["lines"] == 12  # random weights: context changes nothing
+    pretrain_caption_lm(lines, tmp_path, hidden_size=32, num_layers=1, num_heads=2, progress=False, dropout=0.0,
+                        train={"max_steps": 200, "images_per_step": 32, "lr": 3e-3, "warmup_steps": 5,
+                               "log_every": 50, "num_workers": 0})
+    folder = tmp_path / "model"
+    reader = context_gain(GPT2LMHeadModel.from_pretrained(folder), PreTrainedTokenizerFast.from_pretrained(folder),
+                          lines[:12])
+    assert reader["gain"] > 0.3, reader  # it starts to copy the word (seen: 0.67 nats)
+
+
+def test_context_gain_needs_lines_with_two_phrases():
+    import pytest
+
+    from sca.models.caption_lm import context_gain, new_caption_lm
+
+    tok = build_word_tokenizer(TEXTS)
+    with pytest.raises(ValueError, match="two or more phrases"):
+        context_gain(new_caption_lm(tok, hidden_size=32, num_layers=1, num_heads=2), tok, TEXTS)

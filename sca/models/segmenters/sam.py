@@ -214,6 +214,8 @@ def tiny_sam(
     dtype: str | None = None,
     init: str = "transformers",
     decoder_heads: int = 4,
+    vision_heads: int = 2,
+    window_size: int = 4,
 ) -> SamSegmenter:
     """Tiny random SAM (transformers SamModel) for tests and the embedded default; same code paths as SAM.
 
@@ -223,12 +225,14 @@ def tiny_sam(
     prompt is. "sam": the original segment-anything code's init, to train from scratch (the
     embedded default's segmenter stage): see ``sam_reference_init``.
     decoder_heads: attention heads of the mask decoder's two-way transformer (SAM: 8 at width 256).
+    vision_heads, window_size: the ViT's attention heads and the side of its windowed attention
+        (every layer but the last, which attends globally, as in SAM).
     """
     if init not in SAM_INITS:
         raise ValueError(f"tiny-sam init {init!r} is not one of {SAM_INITS}")
     config = tiny_sam_config(image_size=image_size, patch_size=patch_size, hidden_size=hidden_size,
                              vision_hidden_size=vision_hidden_size, vision_layers=vision_layers,
-                             decoder_heads=decoder_heads)
+                             decoder_heads=decoder_heads, vision_heads=vision_heads, window_size=window_size)
     model = load_sam_model(config, weights, dtype=dtype)
     if weights is None and init == "sam":
         sam_reference_init(model)
