@@ -3,8 +3,8 @@ stage outputs) into ``tests/assets/embedded/``, with a provenance file.
 
 The margin test (tests/training/test_learns_regions.py) fine-tunes a captioner on them: from random
 encoders no captioner learned to look at its region within a test's budget (measured: shuffle gap
-below 0.01 nats after 300-600 steps with a random or briefly trained 64-px SAM), while the pipeline's
-frozen SAM really segments (box mask IoU 0.66) and its LM reads context (gain 2.28 nats).
+at most 0.05 nats after 200-600 steps with a random or briefly trained 64-px SAM), while the pipeline's
+frozen SAM really segments (box mask IoU 0.65) and its LM reads context (gain 2.28 nats).
 
     bash scripts/run.sh            # or: dvc repro segmenter language_model
     .venv/bin/python scripts/make_test_models.py
@@ -14,7 +14,6 @@ Re-run it when the segmenter or LM stage changes (the test reads only the copies
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -22,16 +21,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from sca.data.io import sha256_file  # noqa: E402
+
 SOURCES = {"segmenter": ROOT / "runs/segmenter", "lm": ROOT / "runs/lm"}
 DEST = ROOT / "tests/assets/embedded"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def main() -> int:
@@ -51,7 +45,7 @@ def main() -> int:
         metrics = json.loads((stage / "metrics.json").read_text())
         provenance["models"][name] = {
             "from": str(stage.relative_to(ROOT) / "model"),
-            "sha256": {p.name: sha256(p) for p in sorted(target.iterdir())},
+            "sha256": {p.name: sha256_file(p) for p in sorted(target.iterdir())},
             "metrics": {k: metrics[k] for k in ("mask_iou_box", "mask_iou_point", "baseline_box_as_mask",
                                                  "steps", "final_loss", "context", "parameters") if k in metrics},
         }
