@@ -31,6 +31,8 @@ def register(sub) -> None:
     g.add_argument("--max-objects", type=int, default=5)
     g.add_argument("--phrases", type=int, default=3, help="references per region (captions flavour)")
     g.add_argument("--task", choices=["caption", "recognition"], help="region task (default by flavour)")
+    g.add_argument("--categories", choices=["shape", "colour-shape"], default="shape",
+                   help="the weak flavour's category names: 'circle' or 'red circle'")
     g.add_argument("--workers", type=int, default=2, help="processes rendering images")
     g.add_argument("--no-gzip", action="store_true", help="write .jsonl instead of .jsonl.gz")
     g.set_defaults(func=run_generate)
@@ -65,7 +67,7 @@ def run_generate(args) -> int:
     cfg = SyntheticConfig(flavour=args.flavour, seed=args.seed,
                           splits={"train": args.train, "val": args.val, "test": args.test},
                           image_size=(args.min_size, args.max_size), objects=(args.min_objects, args.max_objects),
-                          phrases=args.phrases, task=args.task)
+                          phrases=args.phrases, task=args.task, categories=args.categories)
     start = time.perf_counter()
     manifest = generate_synthetic(args.out, cfg, workers=args.workers, compress=not args.no_gzip)
     took = time.perf_counter() - start

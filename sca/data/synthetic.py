@@ -5,8 +5,9 @@ position, small rotation), drawn in order so later ones may overlap earlier ones
 at least ``min_visible`` visible. An object's mask is exactly the set of pixels painted with it
 (images are PNG, lossless), its box the mask's pixel-edge box. Two flavours:
 
-- ``weak``: the caption is the category (the shape name), like weak supervision from detection
-  data (paper.md §3); task "recognition" by default.
+- ``weak``: the caption is the category, like weak supervision from detection data (paper.md §3);
+  task "recognition" by default. ``categories`` picks the vocabulary: "shape" (8 names) or
+  "colour-shape" (80 names such as "red circle").
 - ``captions``: several full sentences per region whose right answer depends on the region and its
   context (attributes, place, nearest neighbour, occlusion, rank among same shapes; see
   ``synthetic_captions``); task "caption".
@@ -47,8 +48,9 @@ SIZES = {"small": (0.07, 0.10), "medium": (0.12, 0.16), "large": (0.19, 0.24)}  
 TEXTURES = ("plain", "striped", "dotted", "checkered")
 BACKGROUNDS = ((185, 178, 165), (158, 168, 178), (168, 182, 160), (196, 192, 186), (150, 146, 156))
 FLAVOURS = ("captions", "weak")
+CATEGORIES = ("shape", "colour-shape")  # vocabularies of the weak flavour's category names
 
-__all__ = ["COLOURS", "FLAVOURS", "SHAPES", "SIZES", "TEXTURES", "SyntheticConfig", "generate_synthetic",
+__all__ = ["CATEGORIES", "COLOURS", "FLAVOURS", "SHAPES", "SIZES", "TEXTURES", "SyntheticConfig", "generate_synthetic",
            "render_scene", "synthetic_image"]
 
 
@@ -57,7 +59,9 @@ class SyntheticConfig:
     """flavour: "captions" or "weak". splits: images per split. image_size: (min, max) side, drawn
     per axis. objects: (min, max) per image. min_visible: least visible fraction of any object.
     phrases: references per region (captions flavour). overlap: chance an object is placed touching
-    an earlier one. task: region task (default: "caption" for captions, "recognition" for weak)."""
+    an earlier one. task: region task (default: "caption" for captions, "recognition" for weak).
+    categories: the weak flavour's category vocabulary, "shape" ("circle") or "colour-shape"
+    ("red circle"); the captions flavour's ``category`` is always the shape."""
 
     flavour: str = "captions"
     seed: int = 0
@@ -68,10 +72,13 @@ class SyntheticConfig:
     phrases: int = 3
     overlap: float = 0.35
     task: str | None = None
+    categories: str = "shape"
 
     def __post_init__(self) -> None:
         if self.flavour not in FLAVOURS:
             raise ValueError(f"SyntheticConfig.flavour {self.flavour!r} is not one of {FLAVOURS}")
+        if self.categories not in CATEGORIES:
+            raise ValueError(f"SyntheticConfig.categories {self.categories!r} is not one of {CATEGORIES}")
         lo, hi = self.image_size
         if not 32 <= lo <= hi:
             raise ValueError(f"SyntheticConfig.image_size must be 32 <= min <= max, got {self.image_size!r}")
@@ -228,15 +235,17 @@ def synthetic_image(cfg: SyntheticConfig, split: str, index: int) -> tuple[np.nd
     image_id = f"{split}-{index:06d}"
     regions = []
     for k, (o, vis, obj) in enumerate(zip(drawn, visible, objects, strict=True)):
+        category = o.shape
         if cfg.flavour == "weak":
-            phrases = [o.shape]
+            category = o.shape if cfg.categories == "shape" else f"{o.colour} {o.shape}"
+            phrases = [category]
         else:
             phrases = region_phrases(k, objects, width, height, rng, count=cfg.phrases)
         vpos, hpos = place(obj.centre, width, height)
         attributes = {"shape": o.shape, "colour": o.colour, "size": o.size, "texture": o.texture, "z": k,
                       "vertical": vpos, "horizontal": hpos,
                       "visible_fraction": round(float(vis.sum() / o.full.sum()), 4)}
-        regions.append(Region(box=mask_to_box(vis), phrases=phrases, category=o.shape, mask=rle_encode(vis),
+        regions.append(Region(box=mask_to_box(vis), phrases=phrases, category=category, mask=rle_encode(vis),
                               task=cfg.region_task, region_id=f"{image_id}-{k}", attributes=attributes))
     record = ImageRecord(image_id=image_id, file_name=f"images/{split}/{index:06d}.png", width=width, height=height,
                          regions=regions, source=cfg.source, split=split)

@@ -68,8 +68,9 @@ def _synthetic_data(p: dict[str, Any], out: Path) -> dict[str, Any]:
     workers = int(p.get("workers", 2))
     summary: dict[str, Any] = {}
     for flavour, splits, task in (("captions", p["captions"], "caption"), ("weak", p["weak"], p.get("weak_task"))):
+        vocabulary = {"categories": p.get("weak_categories", "shape")} if flavour == "weak" else {}
         cfg = SyntheticConfig(flavour=flavour, seed=int(p["seed"]), splits=dict(splits), image_size=size,
-                              task=task)
+                              task=task, **vocabulary)
         manifest = generate_synthetic(out / f"synthetic-{flavour}", cfg, workers=workers)
         summary[f"synthetic-{flavour}"] = manifest["totals"]
     # The LM's text: captions and category names of scenes that are not among the training images.

@@ -13,6 +13,12 @@ variant's changes (and its own output folders) as the ``overrides`` parameter, i
 ``<out>/<sweep>/<variant>/``. Pretraining runs are shared between variants whose pretraining
 parameters are equal. The same variants also run as DVC experiments, since the notebooks read
 params.yaml: ``dvc exp run --queue -S pretrain.enabled=false -S finetune.caption_fraction=0.1``.
+
+A finished variant is skipped when run again only if nothing it read has changed: its ``inputs.json``
+holds a fingerprint of its parameters, of the data / segmenter / LM stages (their params sections
+and, when ``dvc.lock`` exists, the content hashes DVC recorded for their outputs) and of the code and
+notebooks the stages run (the folders DVC tracks for them). A shared pretraining's folder is named by
+the same fingerprint of its own inputs.
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ from typing import Any
 
 from sca.pipeline.params import deep_update, load_params
 
-__all__ = ["collect", "expand", "plan_sweep", "run_sweep", "variant_name"]
+__all__ = ["collect", "expand", "plan_sweep", "run_sweep", "upstream_inputs", "variant_name"]
 
 NOTEBOOKS = {"pretrain": "notebooks/04_pretrain.ipynb", "finetune": "notebooks/05_finetune.ipynb",
              "evaluate": "notebooks/06_evaluate.ipynb"}
+UPSTREAM_STAGES = ("data", "segmenter", "language_model")  # what every variant reads, no sweep re-runs
+CODE = ("sca/training", "sca/models", "sca/evaluation", "sca/data", *NOTEBOOKS.values())  # as dvc.yaml tracks
 
 
 def expand(vary: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -67,9 +75,37 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def plan_sweep(params: dict[str, Any], sweep: str, extra: dict[str, dict[str, Any]] | None = None
-               ) -> list[dict[str, Any]]:
-    """The runs of ``sweep``: per variant, the overrides of each notebook (section -> overrides)."""
+def _code_hash(root: Path) -> str:
+    digest = hashlib.sha256()
+    for entry in CODE:
+        path = root / entry
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.is_file() else []
+        for file in files:
+            digest.update(str(file.relative_to(root)).encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def upstream_inputs(params: dict[str, Any], root: str | os.PathLike = ".") -> dict[str, Any]:
+    """What every variant reads and no sweep re-runs: the params sections of the data, segmenter and
+    LM stages, the output hashes ``root/dvc.lock`` records for those stages (when it exists) and a
+    hash of the code and notebooks the sweep's stages run."""
+    root = Path(root)
+    lock: dict[str, Any] = {}
+    if (root / "dvc.lock").is_file():
+        import yaml
+
+        stages = (yaml.safe_load((root / "dvc.lock").read_text()) or {}).get("stages", {})
+        for name in UPSTREAM_STAGES:
+            outs = stages.get(name, {}).get("outs", [])
+            lock[name] = sorted((o.get("path"), o.get("md5") or o.get("hash")) for o in outs if isinstance(o, dict))
+    return {"params": {name: params.get(name) for name in UPSTREAM_STAGES}, "dvc_lock": lock,
+            "code": _code_hash(root)}
+
+
+def plan_sweep(params: dict[str, Any], sweep: str, extra: dict[str, dict[str, Any]] | None = None,
+               upstream: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The runs of ``sweep``: per variant, the overrides of each notebook (section -> overrides) and
+    the ``fingerprint`` of everything the variant reads (``upstream``: see ``upstream_inputs``)."""
     ablations = params.get("ablations", {})
     if sweep not in ablations.get("sweeps", {}):
         raise KeyError(f"no sweep {sweep!r} in params.yaml; sweeps: {sorted(ablations.get('sweeps', {}))}")
@@ -84,7 +120,7 @@ def plan_sweep(params: dict[str, Any], sweep: str, extra: dict[str, dict[str, An
         folder = root / sweep / variant_name(variant)
         model = deep_update(params["model"], changes.get("model", {}))
         pre = deep_update(params["pretrain"], changes.get("pretrain", {}))
-        pre_out = root / "_pretrain" / _hash({"pretrain": pre, "model": model})
+        pre_out = root / "_pretrain" / _hash({"pretrain": pre, "model": model, "upstream": upstream})
         over = {
             "pretrain": deep_update(changes.get("pretrain", {}), {"out": str(pre_out), "model": changes.get("model", {})}),
             "finetune": deep_update(changes.get("finetune", {}), {"out": str(folder / "finetune"),
@@ -93,8 +129,9 @@ def plan_sweep(params: dict[str, Any], sweep: str, extra: dict[str, dict[str, An
             "evaluate": deep_update(changes.get("evaluate", {}), {"out": str(folder / "evaluate"),
                                                                   "checkpoint": str(folder / "finetune" / "model")}),
         }
+        reads = {name: deep_update(params.get(name, {}), over[name]) for name in NOTEBOOKS}
         plans.append({"sweep": sweep, "variant": variant, "name": variant_name(variant), "folder": str(folder),
-                      "overrides": over})
+                      "overrides": over, "fingerprint": _hash({"reads": reads, "model": model, "upstream": upstream})})
     return plans
 
 
@@ -111,14 +148,22 @@ def run_sweep(params_file: str, sweep: str, *, execute: Callable = _papermill,
     """Run every variant of ``sweep`` (see the module docstring); returns ``collect`` of its folder.
 
     extra: overrides added to every variant (e.g. a smoke run's ``{"finetune": {"train": {...}}}``).
-    skip_done: a variant whose evaluate/metrics.json exists, or a shared pretraining with its model,
-    is not run again (an interrupted sweep continues)."""
+    skip_done: a finished variant whose inputs are unchanged (``inputs.json``), or a shared
+    pretraining with its metrics, is not run again (an interrupted sweep continues); a finished
+    variant whose inputs changed is run again, and says so."""
     params = load_params(params_file)
     done_pretrain: set[str] = set()
-    for plan in plan_sweep(params, sweep, extra):
+    upstream = upstream_inputs(params, Path(params_file).resolve().parent)
+    for plan in plan_sweep(params, sweep, extra, upstream):
         folder = Path(plan["folder"])
-        if skip_done and (folder / "evaluate" / "metrics.json").is_file():
-            continue
+        inputs = folder / "inputs.json"
+        if (folder / "evaluate" / "metrics.json").is_file():
+            recorded = json.loads(inputs.read_text()).get("fingerprint") if inputs.is_file() else None
+            if skip_done and recorded == plan["fingerprint"]:
+                continue
+            if skip_done:
+                print(f"sweep {sweep}: re-running {plan['name']}: its inputs changed since it ran", flush=True)
+            (folder / "evaluate" / "metrics.json").unlink()
         # A disabled pretraining still "runs": it writes the marker that makes fine-tuning start fresh.
         pre_out = plan["overrides"]["pretrain"]["out"]
         if pre_out not in done_pretrain and not (skip_done and (Path(pre_out) / "metrics.json").is_file()):
@@ -129,6 +174,8 @@ def run_sweep(params_file: str, sweep: str, *, execute: Callable = _papermill,
         execute(NOTEBOOKS["evaluate"], folder / "evaluate" / "notebook.ipynb", params_file,
                 plan["overrides"]["evaluate"])
         (folder / "variant.json").write_text(json.dumps(plan["variant"], indent=2) + "\n")
+        inputs.write_text(json.dumps({"fingerprint": plan["fingerprint"], "upstream": upstream}, indent=2,
+                                     default=str) + "\n")
     return collect(Path(params.get("ablations", {}).get("out", "runs/ablations")) / sweep)
 
 

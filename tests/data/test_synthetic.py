@@ -95,6 +95,24 @@ def test_weak_flavour_caption_is_the_category():
     assert SyntheticConfig(flavour="weak", task="caption").region_task == "caption"
 
 
+def test_weak_flavour_colour_shape_vocabulary():
+    cfg = SyntheticConfig(flavour="weak", splits={"train": 5}, categories="colour-shape")
+    names = set()
+    for _, rec in _images(10, cfg):
+        for reg in rec.regions:
+            colour, shape = reg.category.split(" ")
+            assert reg.phrases == [reg.category] and shape == reg.attributes["shape"] in SHAPES
+            assert colour == reg.attributes["colour"]
+            names.add(reg.category)
+    assert len(names) > 8  # more names than shapes
+    # the same scenes as the shape vocabulary: only the names differ
+    img_a, rec_a = synthetic_image(cfg, "train", 3)
+    img_b, rec_b = synthetic_image(SyntheticConfig(flavour="weak", splits={"train": 5}), "train", 3)
+    assert (img_a == img_b).all() and [r.box for r in rec_a.regions] == [r.box for r in rec_b.regions]
+    with pytest.raises(ValueError, match="categories 'colour' is not one of"):
+        SyntheticConfig(flavour="weak", categories="colour")
+
+
 def test_captions_depend_on_the_region_and_its_context():
     relation = re.compile(r"^the (\w+) (\w+) (to the left of|to the right of|above|below) the (\w+) (\w+)$")
     seen_relations = seen_occlusion = seen_rank = 0

@@ -32,3 +32,49 @@ def test_list_prints_one_row_per_variant(tmp_path, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["variant"] for r in rows] == [{"model.num_mixer_layers": 1}, {"model.num_mixer_layers": 2}]
     assert len({r["folder"] for r in rows}) == 2
+
+
+def _fake_execute(calls):
+    """Stands in for papermill: records the run and writes what the real notebook would."""
+
+    def execute(notebook, output, params_file, overrides):
+        calls.append(notebook)
+        out = output.parent
+        out.mkdir(parents=True, exist_ok=True)
+        if notebook.endswith("06_evaluate.ipynb"):
+            (out / "metrics.json").write_text(json.dumps({"test": {"model": {"CIDEr-D": 1.0}}}))
+        else:
+            (out / "metrics.json").write_text("{}")
+
+    return execute
+
+
+def test_a_finished_variant_is_skipped_only_while_its_inputs_are_unchanged(tmp_path, capsys):
+    from sca.pipeline.sweep import run_sweep
+
+    params = _params(tmp_path)
+    spec = yaml.safe_load(params.read_text())
+    spec["data"] = {"weak_categories": "shape"}
+    params.write_text(yaml.safe_dump(spec))
+    calls = []
+    rows = run_sweep(str(params), "depth", execute=_fake_execute(calls))
+    assert len(rows) == 2 and len(calls) == 2 * 3  # per variant (its own model): pretrain, finetune, evaluate
+    calls.clear()
+    run_sweep(str(params), "depth", execute=_fake_execute(calls))
+    assert calls == []  # nothing changed: nothing re-runs
+    # the data stage changes (e.g. another weak vocabulary): every variant and the pretraining re-run
+    spec["data"] = {"weak_categories": "colour-shape"}
+    params.write_text(yaml.safe_dump(spec))
+    run_sweep(str(params), "depth", execute=_fake_execute(calls))
+    assert len(calls) == 6 and "re-running" in capsys.readouterr().out
+    inputs = json.loads((tmp_path / "abl" / "depth" / "num_mixer_layers=1" / "inputs.json").read_text())
+    assert inputs["upstream"]["params"]["data"] == {"weak_categories": "colour-shape"}
+    # a dvc.lock beside the params file: its recorded output hashes are inputs too
+    calls.clear()
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"stages": {"segmenter": {"outs": [
+        {"path": "runs/segmenter/model", "md5": "abc.dir"}]}}}))
+    run_sweep(str(params), "depth", execute=_fake_execute(calls))
+    assert len(calls) == 6
+    calls.clear()
+    run_sweep(str(params), "depth", execute=_fake_execute(calls), skip_done=False)
+    assert len(calls) == 6  # skip_done=False runs everything
