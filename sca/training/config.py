@@ -58,6 +58,7 @@ class TrainConfig:
     init_from: str | None = None
     use_embedding_cache: bool = False
     torch_threads: int | None = None
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "images_per_step", "regions_per_image", "gradient_accumulation", "log_every"):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -181,10 +182,17 @@ class Trainer:
         threads = torch.get_num_threads()
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
+        determinism = (torch.are_deterministic_algorithms_enabled(),
+                       torch.is_deterministic_algorithms_warn_only_enabled())
+        if cfg.deterministic:
+            if torch.cuda.is_available():  # cuBLAS needs it for deterministic GEMMs (PyTorch's reproducibility notes)
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
         try:
             return self._fit(acc, cfg, found)
         finally:
             torch.set_num_threads(threads)
+            torch.use_deterministic_algorithms(determinism[0], warn_only=determinism[1])
 
     def _fit(self, acc, cfg, found) -> TrainResult:
         model = self.model

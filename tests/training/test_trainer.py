@@ -194,3 +194,24 @@ def test_a_finished_run_started_again_keeps_its_final_loss(synthetic_root, tiny_
     again = run_training(**cfg, output_dir=tmp_path / "run", progress=False)
     assert again.steps == first.steps and again.history == []
     assert again.final_loss == first.final_loss
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_deterministic_algorithms_during_training_only(synthetic_root, tiny_run_config, tmp_path, monkeypatch,
+                                                       deterministic):
+    from sca.training import trainer as trainer_module
+
+    seen = []
+    original = trainer_module.Trainer._fit
+
+    def recording_fit(self, *args, **kwargs):
+        seen.append((torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled()))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_fit", recording_fit)
+    assert not torch.are_deterministic_algorithms_enabled()
+    cfg = tiny_run_config(synthetic_root, max_steps=2, deterministic=deterministic)
+    run_training(**cfg, output_dir=tmp_path / "run", progress=False)
+    assert seen == [(True, True)] if deterministic else seen == [(False, False)]
+    assert not torch.are_deterministic_algorithms_enabled()  # restored after the run
