@@ -88,7 +88,8 @@ def _code_hash(root: Path) -> str:
 def upstream_inputs(params: dict[str, Any], root: str | os.PathLike = ".") -> dict[str, Any]:
     """What every variant reads and no sweep re-runs: the params sections of the data, segmenter and
     LM stages, the output hashes ``root/dvc.lock`` records for those stages (when it exists) and a
-    hash of the code and notebooks the sweep's stages run."""
+    hash of the code and notebooks the sweep's stages run (relative to the working directory, where
+    the notebooks run from)."""
     root = Path(root)
     lock: dict[str, Any] = {}
     if (root / "dvc.lock").is_file():
@@ -99,7 +100,7 @@ def upstream_inputs(params: dict[str, Any], root: str | os.PathLike = ".") -> di
             outs = stages.get(name, {}).get("outs", [])
             lock[name] = sorted((o.get("path"), o.get("md5") or o.get("hash")) for o in outs if isinstance(o, dict))
     return {"params": {name: params.get(name) for name in UPSTREAM_STAGES}, "dvc_lock": lock,
-            "code": _code_hash(root)}
+            "code": _code_hash(Path.cwd())}
 
 
 def plan_sweep(params: dict[str, Any], sweep: str, extra: dict[str, dict[str, Any]] | None = None,
