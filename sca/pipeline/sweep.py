@@ -33,7 +33,7 @@ from typing import Any
 
 from sca.pipeline.params import deep_update, load_params
 
-__all__ = ["collect", "expand", "plan_sweep", "run_sweep", "upstream_inputs", "variant_name"]
+__all__ = ["collect", "expand", "plan_sweep", "reference_row", "run_sweep", "upstream_inputs", "variant_name"]
 
 NOTEBOOKS = {"pretrain": "notebooks/04_pretrain.ipynb", "finetune": "notebooks/05_finetune.ipynb",
              "evaluate": "notebooks/06_evaluate.ipynb"}
@@ -180,26 +180,77 @@ def run_sweep(params_file: str, sweep: str, *, execute: Callable = _papermill,
     return collect(Path(params.get("ablations", {}).get("out", "runs/ablations")) / sweep)
 
 
-def collect(folder: str | os.PathLike) -> list[dict[str, Any]]:
+def _metric_row(metrics_path: Path) -> dict[str, Any]:
+    """The evaluation scores of one ``evaluate/metrics.json`` as flat ``<set>/...`` columns."""
+    row: dict[str, Any] = {}
+    for name, result in json.loads(metrics_path.read_text()).items():
+        for metric, value in result["model"].items():
+            row[f"{name}/{metric}"] = value
+        for base, scores in result.get("baselines", {}).items():
+            for metric, value in scores.items():
+                row[f"{name}/baseline:{base}/{metric}"] = value
+        for key in ("loss_gap", "distinct_candidates"):
+            if key in result.get("region_use", {}):
+                row[f"{name}/region_use/{key}"] = result["region_use"][key]
+    return row
+
+
+def collect(folder: str | os.PathLike, params_file: str | os.PathLike | None = None,
+            extra: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One row per finished variant under ``folder``: its varied values, then per evaluation set
     the model's and the baselines' scores (``<set>/<metric>``, ``<set>/baseline:<name>/<metric>``)
     and, when the evaluation measured it, the model's region use (``<set>/region_use/loss_gap`` and
-    ``<set>/region_use/distinct_candidates``, see ``sca.evaluation.diagnostics``)."""
+    ``<set>/region_use/distinct_candidates``, see ``sca.evaluation.diagnostics``).
+
+    With ``params_file`` (and the ``extra`` overrides the sweep ran with), each row also says whether
+    it is ``current``: its recorded inputs equal what the sweep named like ``folder`` would read now
+    (False for results of older code, data or parameters, which ``sca sweep`` would re-run)."""
+    folder = Path(folder)
+    params = upstream = None
+    if params_file is not None:
+        params = load_params(str(params_file))
+        upstream = upstream_inputs(params, Path(params_file).resolve().parent)
     rows = []
-    for variant_dir in sorted(Path(folder).iterdir() if Path(folder).is_dir() else []):
+    for variant_dir in sorted(folder.iterdir() if folder.is_dir() else []):
         metrics = variant_dir / "evaluate" / "metrics.json"
         spec = variant_dir / "variant.json"
         if not metrics.is_file() or not spec.is_file():
             continue
-        row: dict[str, Any] = {"variant": variant_dir.name, **json.loads(spec.read_text())}
-        for name, result in json.loads(metrics.read_text()).items():
-            for metric, value in result["model"].items():
-                row[f"{name}/{metric}"] = value
-            for base, scores in result.get("baselines", {}).items():
-                for metric, value in scores.items():
-                    row[f"{name}/baseline:{base}/{metric}"] = value
-            for key in ("loss_gap", "distinct_candidates"):
-                if key in result.get("region_use", {}):
-                    row[f"{name}/region_use/{key}"] = result["region_use"][key]
+        variant = json.loads(spec.read_text())
+        row = {"variant": variant_dir.name, **variant, **_metric_row(metrics)}
+        if params is not None:
+            row["current"] = _recorded_fingerprint(variant_dir) == _fingerprint_now(params, folder.name, variant,
+                                                                                   extra, upstream)
         rows.append(row)
     return rows
+
+
+def _recorded_fingerprint(variant_dir: Path) -> str | None:
+    inputs = variant_dir / "inputs.json"
+    return json.loads(inputs.read_text()).get("fingerprint") if inputs.is_file() else None
+
+
+def _fingerprint_now(params: dict[str, Any], sweep: str, variant: dict[str, Any],
+                     extra: dict[str, dict[str, Any]] | None, upstream: dict[str, Any]) -> str:
+    """The fingerprint ``plan_sweep`` gives ``variant`` today (also for values no longer in the sweep)."""
+    ablations = dict(params.get("ablations", {}))
+    ablations["sweeps"] = {sweep: {"vary": {key: [value] for key, value in variant.items()}}}
+    (plan,) = plan_sweep({**params, "ablations": ablations}, sweep, extra, upstream)
+    return plan["fingerprint"]
+
+
+def reference_row(params: dict[str, Any], sweep: str) -> dict[str, Any] | None:
+    """The ``dvc repro`` run of ``params`` as a row shaped like ``collect``'s for ``sweep``: the
+    values params.yaml itself gives the sweep's keys, and the scores in ``<evaluate.out>/metrics.json``
+    (None when that file does not exist). Valid as the sweep's baseline row only while ``dvc status``
+    is clean: the row is what the pipeline last computed, not a re-run."""
+    metrics = Path(params.get("evaluate", {}).get("out", "runs/evaluate")) / "metrics.json"
+    if not metrics.is_file():
+        return None
+    row: dict[str, Any] = {"variant": "dvc repro (params.yaml)"}
+    for key in params["ablations"]["sweeps"][sweep]["vary"]:
+        value: Any = params
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        row[key] = value
+    return {**row, **_metric_row(metrics)}

@@ -76,7 +76,7 @@ def test_second_repro_does_nothing_and_results_show(repo):
     assert plots.returncode == 0 and "loss" in plots.stdout
 
 
-def test_a_sweep_runs_with_papermill_and_the_ablations_notebook_collects_it(repo):
+def test_a_sweep_runs_with_papermill_and_the_ablations_notebook_collects_it(repo, monkeypatch):
     dst, env = repo
     params = yaml.safe_load((dst / "params.yaml").read_text())
     params["ablations"]["sweeps"] = {"smoke": {"vary": {"pretrain.enabled": [True, False]}}}
@@ -91,3 +91,5 @@ def test_a_sweep_runs_with_papermill_and_the_ablations_notebook_collects_it(repo
     assert sorted(r["pretrain.enabled"] for r in rows) == [False, True]
     assert all("synthetic-test/CIDEr-D" in r for r in rows)
     assert all(0 < r["synthetic-test/region_use/distinct_candidates"] <= 1 for r in rows)
+    monkeypatch.chdir(dst)  # the code fingerprint is of the checkout the notebooks ran in
+    assert [r["current"] for r in collect(dst / "runs" / "ablations" / "smoke", dst / "params.yaml")] == [True, True]

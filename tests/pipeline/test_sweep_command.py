@@ -50,7 +50,7 @@ def _fake_execute(calls):
 
 
 def test_a_finished_variant_is_skipped_only_while_its_inputs_are_unchanged(tmp_path, capsys):
-    from sca.pipeline.sweep import run_sweep
+    from sca.pipeline.sweep import collect, run_sweep
 
     params = _params(tmp_path)
     spec = yaml.safe_load(params.read_text())
@@ -62,9 +62,13 @@ def test_a_finished_variant_is_skipped_only_while_its_inputs_are_unchanged(tmp_p
     calls.clear()
     run_sweep(str(params), "depth", execute=_fake_execute(calls))
     assert calls == []  # nothing changed: nothing re-runs
+    folder = tmp_path / "abl" / "depth"
+    assert [row["current"] for row in collect(folder, params)] == [True, True]
+    assert "current" not in collect(folder)[0]  # without the params: no currency check
     # the data stage changes (e.g. another weak vocabulary): every variant and the pretraining re-run
     spec["data"] = {"weak_categories": "colour-shape"}
     params.write_text(yaml.safe_dump(spec))
+    assert [row["current"] for row in collect(folder, params)] == [False, False]  # what a re-run would replace
     run_sweep(str(params), "depth", execute=_fake_execute(calls))
     assert len(calls) == 6 and "re-running" in capsys.readouterr().out
     inputs = json.loads((tmp_path / "abl" / "depth" / "num_mixer_layers=1" / "inputs.json").read_text())
@@ -78,3 +82,34 @@ def test_a_finished_variant_is_skipped_only_while_its_inputs_are_unchanged(tmp_p
     calls.clear()
     run_sweep(str(params), "depth", execute=_fake_execute(calls), skip_done=False)
     assert len(calls) == 6  # skip_done=False runs everything
+    # a value since dropped from the sweep is still judged against today's inputs
+    spec["ablations"]["sweeps"]["depth"]["vary"]["model.num_mixer_layers"] = [2]
+    params.write_text(yaml.safe_dump(spec))
+    assert [row["current"] for row in collect(folder, params)] == [True, True]
+
+
+def _evaluation(cider: float) -> dict:
+    return {"synthetic-test": {"model": {"CIDEr-D": cider}, "baselines": {"most-frequent": {"CIDEr-D": 20.0}},
+                               "region_use": {"loss_gap": 0.5, "distinct_candidates": 0.2}}}
+
+
+def test_reference_row_is_the_pipeline_run_with_the_sweeps_keys(tmp_path):
+    from sca.pipeline.sweep import collect, reference_row
+
+    params = {"model": {"num_mixer_layers": 4}, "evaluate": {"out": str(tmp_path / "evaluate")},
+              "ablations": {"sweeps": {"mixer_depth": {"vary": {"model.num_mixer_layers": [1, 8]}}}}}
+    assert reference_row(params, "mixer_depth") is None  # no pipeline run yet
+    (tmp_path / "evaluate").mkdir()
+    (tmp_path / "evaluate" / "metrics.json").write_text(json.dumps(_evaluation(91.5)))
+    variant = tmp_path / "sweep" / "num_mixer_layers=1"
+    (variant / "evaluate").mkdir(parents=True)
+    (variant / "variant.json").write_text(json.dumps({"model.num_mixer_layers": 1}))
+    (variant / "evaluate" / "metrics.json").write_text(json.dumps(_evaluation(80.0)))
+
+    row = reference_row(params, "mixer_depth")
+    assert row["model.num_mixer_layers"] == 4 and row["synthetic-test/CIDEr-D"] == 91.5
+    assert row["synthetic-test/baseline:most-frequent/CIDEr-D"] == 20.0
+    assert row["synthetic-test/region_use/loss_gap"] == 0.5
+    (collected,) = collect(tmp_path / "sweep")
+    assert collected["model.num_mixer_layers"] == 1 and collected["synthetic-test/CIDEr-D"] == 80.0
+    assert set(row) == set(collected)  # same columns: one table
