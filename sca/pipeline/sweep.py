@@ -54,13 +54,20 @@ def expand(vary: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(vary[k] for k in keys))]
 
 
+# Folder names hold no braces (papermill formats its output path with str.format), quotes or colons.
+_NAME_CHARS = str.maketrans({"/": "_", " ": None, '"': None, "'": None, "{": "(", "}": ")", "[": "(", "]": ")",
+                             ":": "="})
+
+
 def variant_name(variant: dict[str, Any]) -> str:
+    """A variant's folder name: ``key=value`` of its last key parts, e.g.
+    ``caption_fraction=0.25,enabled=True`` or ``image_encoder=(name=tiny-sam,weights=runs_segmenter_model)``."""
     parts = []
     for key, value in variant.items():
         short = key.split(".")[-1]
-        text = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else str(value)
+        text = json.dumps(value, sort_keys=True, separators=(",", ":")) if isinstance(value, dict | list) else str(value)
         parts.append(f"{short}={text}")
-    name = ",".join(parts).replace("/", "_").replace(" ", "")
+    name = ",".join(parts).translate(_NAME_CHARS)
     return name if len(name) <= 80 else name[:60] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
 
 
@@ -140,7 +147,9 @@ def _papermill(notebook: str, output: Path, params_file: str, overrides: dict[st
     import papermill as pm
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(notebook, str(output), parameters={"params_file": params_file, "overrides": overrides},
+    # papermill fills "{parameter}" fields of the output path (str.format): braces are escaped
+    escaped = str(output).replace("{", "{{").replace("}", "}}")
+    pm.execute_notebook(notebook, escaped, parameters={"params_file": params_file, "overrides": overrides},
                         cwd=os.getcwd(), progress_bar=False, log_output=False)
 
 

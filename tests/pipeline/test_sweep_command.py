@@ -113,3 +113,20 @@ def test_reference_row_is_the_pipeline_run_with_the_sweeps_keys(tmp_path):
     (collected,) = collect(tmp_path / "sweep")
     assert collected["model.num_mixer_layers"] == 1 and collected["synthetic-test/CIDEr-D"] == 80.0
     assert set(row) == set(collected)  # same columns: one table
+
+
+def test_variant_folders_hold_no_braces_and_papermill_gets_the_real_path(tmp_path, monkeypatch):
+    import papermill
+
+    from sca.pipeline.sweep import _papermill, variant_name
+
+    name = variant_name({"model.image_encoder": {"name": "tiny-sam", "weights": "runs/segmenter/model"}})
+    assert name == "image_encoder=(name=tiny-sam,weights=runs_segmenter_model)"
+    assert not set(name) & set("{}[]\"':/ ")
+    seen = {}
+    # papermill formats the output path with the parameters (str.format): what it would write to
+    monkeypatch.setattr(papermill, "execute_notebook",
+                        lambda notebook, output, parameters, **kw: seen.update(path=output.format(**parameters)))
+    out = tmp_path / "odd{name}" / "notebook.ipynb"  # e.g. a folder a user named with braces
+    _papermill("nb.ipynb", out, "params.yaml", {})
+    assert seen["path"] == str(out)
