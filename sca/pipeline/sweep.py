@@ -78,6 +78,18 @@ def _nested(key_path: list[str], value: Any) -> dict[str, Any]:
     return out
 
 
+def _replacing(params: dict[str, Any], key: str, value: Any) -> Any:
+    """A varied value replaces what params.yaml has at ``key``: overrides are merged into the sections
+    (here and in the notebooks), so a dict value also sets the base dict's other keys to None.
+    E.g. varying model.image_encoder to an untrained spec drops the base spec's ``weights``."""
+    base: Any = params
+    for part in key.split("."):
+        base = base.get(part) if isinstance(base, dict) else None
+    if isinstance(value, dict) and isinstance(base, dict):
+        return {**{k: None for k in base if k not in value}, **value}
+    return value
+
+
 def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -123,7 +135,7 @@ def plan_sweep(params: dict[str, Any], sweep: str, extra: dict[str, dict[str, An
         changes: dict[str, dict[str, Any]] = {}
         for key, value in variant.items():
             section, *rest = key.split(".")
-            changes = deep_update(changes, {section: _nested(rest, value)})
+            changes = deep_update(changes, {section: _nested(rest, _replacing(params, key, value))})
         changes = deep_update(changes, extra or {})
         folder = root / sweep / variant_name(variant)
         model = deep_update(params["model"], changes.get("model", {}))

@@ -130,3 +130,18 @@ def test_variant_folders_hold_no_braces_and_papermill_gets_the_real_path(tmp_pat
     out = tmp_path / "odd{name}" / "notebook.ipynb"  # e.g. a folder a user named with braces
     _papermill("nb.ipynb", out, "params.yaml", {})
     assert seen["path"] == str(out)
+
+
+def test_a_varied_dict_replaces_the_base_one_instead_of_merging_into_it():
+    from sca.pipeline.params import deep_update
+    from sca.pipeline.sweep import plan_sweep
+
+    trained = {"name": "tiny-sam", "weights": "runs/segmenter/model"}
+    untrained = {"name": "tiny-sam", "hidden_size": 64, "init": "sam"}
+    params = {"model": {"image_encoder": trained, "num_mixer_layers": 4}, "pretrain": {}, "finetune": {},
+              "evaluate": {}, "ablations": {"sweeps": {"enc": {"vary": {"model.image_encoder": [trained, untrained]}}}}}
+    plans = plan_sweep(params, "enc")
+    merged = [deep_update(params["model"], plan["overrides"]["finetune"]["model"]) for plan in plans]
+    assert merged[0]["image_encoder"] == trained
+    assert merged[1]["image_encoder"] == {**untrained, "weights": None}  # the trained weights are not kept
+    assert merged[1]["num_mixer_layers"] == 4
