@@ -1,6 +1,5 @@
 """benchmarks/bench_api.py runs end to end on the tiny model and prints one row per region count."""
 
-import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -10,15 +9,8 @@ import numpy as np
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_api.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_api", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_bench_api_prints_three_contenders(photo, monkeypatch, capsys):
-    bench = _load()
+def test_bench_api_prints_three_contenders(photo, monkeypatch, capsys, load_file_module):
+    bench = load_file_module(BENCH)
     monkeypatch.setattr(sys, "argv", ["bench_api.py", "--image-encoder", "tiny-sam", "--lm", "tiny-gpt2",
                                       "--mixer-layers", "1", "--image", str(photo), "--regions", "1", "3",
                                       "--baseline-regions", "2", "--num-beams", "1", "--max-new-tokens", "2"])
@@ -30,8 +22,8 @@ def test_bench_api_prints_three_contenders(photo, monkeypatch, capsys):
     assert "image 96x64 -> 64px" in out
 
 
-def test_crop_to_mask_uses_the_mask_box_and_blanks_the_background():
-    bench = _load()
+def test_crop_to_mask_uses_the_mask_box_and_blanks_the_background(load_file_module):
+    bench = load_file_module(BENCH)
     rgb = np.arange(10 * 12 * 3, dtype=np.uint8).reshape(10, 12, 3)
     mask = np.zeros((10, 12), bool)
     mask[2:5, 3:9] = True

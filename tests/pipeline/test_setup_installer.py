@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pip_config_for_uv.py"
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("pip_config_for_uv", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_translates_sources_and_constraints_without_duplicates():
+def test_translates_sources_and_constraints_without_duplicates(load_file_module):
     listing = "\n".join([
         ":env:.find-links='/opt/wheels'",
         ":env:.cert='/etc/ssl/certs/ca.crt'",
@@ -23,7 +15,7 @@ def test_translates_sources_and_constraints_without_duplicates():
         "global.extra-index-url='file:///opt/a/simple file:///opt/b/simple'",
         "global.find-links='/opt/wheels'",
     ])
-    assert _module().uv_arguments(listing) == [
+    assert load_file_module(SCRIPT).uv_arguments(listing) == [
         "--find-links", "/opt/wheels",
         "--constraint", "/etc/xdg/pip/constraints.txt",
         "--extra-index-url", "file:///opt/a/simple",
@@ -31,11 +23,11 @@ def test_translates_sources_and_constraints_without_duplicates():
     ]
 
 
-def test_environment_index_url_overrides_the_files():
+def test_environment_index_url_overrides_the_files(load_file_module):
     listing = ":env:.index-url='https://mirror.example/simple'\nglobal.index-url='https://pypi.org/simple'"
-    assert _module().uv_arguments(listing) == ["--index-url", "https://mirror.example/simple"]
+    assert load_file_module(SCRIPT).uv_arguments(listing) == ["--index-url", "https://mirror.example/simple"]
 
 
-def test_no_configuration_gives_no_arguments():
-    assert _module().uv_arguments("") == []
-    assert _module().uv_arguments("global.cert='/x'\nnot a config line") == []
+def test_no_configuration_gives_no_arguments(load_file_module):
+    assert load_file_module(SCRIPT).uv_arguments("") == []
+    assert load_file_module(SCRIPT).uv_arguments("global.cert='/x'\nnot a config line") == []
