@@ -78,13 +78,19 @@ def _nested(key_path: list[str], value: Any) -> dict[str, Any]:
     return out
 
 
+def _get(params: dict[str, Any], key: str) -> Any:
+    """The value at ``section.key.subkey`` of params (None where a part is missing)."""
+    value: Any = params
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def _replacing(params: dict[str, Any], key: str, value: Any) -> Any:
     """A varied value replaces what params.yaml has at ``key``: overrides are merged into the sections
     (here and in the notebooks), so a dict value also sets the base dict's other keys to None.
     E.g. varying model.image_encoder to an untrained spec drops the base spec's ``weights``."""
-    base: Any = params
-    for part in key.split("."):
-        base = base.get(part) if isinstance(base, dict) else None
+    base = _get(params, key)
     if isinstance(value, dict) and isinstance(base, dict):
         return {**{k: None for k in base if k not in value}, **value}
     return value
@@ -270,8 +276,5 @@ def reference_row(params: dict[str, Any], sweep: str) -> dict[str, Any] | None:
         return None
     row: dict[str, Any] = {"variant": "dvc repro (params.yaml)"}
     for key in params["ablations"]["sweeps"][sweep]["vary"]:
-        value: Any = params
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        row[key] = value
+        row[key] = _get(params, key)
     return {**row, **_metric_row(metrics)}
