@@ -266,15 +266,17 @@ def _fingerprint_now(params: dict[str, Any], sweep: str, variant: dict[str, Any]
     return plan["fingerprint"]
 
 
-def reference_row(params: dict[str, Any], sweep: str) -> dict[str, Any] | None:
+def reference_row(params: dict[str, Any], sweep: str,
+                  rows: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """The ``dvc repro`` run of ``params`` as a row shaped like ``collect``'s for ``sweep``: the
-    values params.yaml itself gives the sweep's keys, and the scores in ``<evaluate.out>/metrics.json``
-    (None when that file does not exist). Valid as the sweep's baseline row only while ``dvc status``
+    values params.yaml itself gives the sweep's keys, and the scores in ``<evaluate.out>/metrics.json``.
+    None when that file does not exist, or when ``rows`` (``collect``'s, with ``current``) already
+    hold a current run of those values. Valid as the sweep's baseline row only while ``dvc status``
     is clean: the row is what the pipeline last computed, not a re-run."""
     metrics = Path(params.get("evaluate", {}).get("out", "runs/evaluate")) / "metrics.json"
     if not metrics.is_file():
         return None
-    row: dict[str, Any] = {"variant": "dvc repro (params.yaml)"}
-    for key in params["ablations"]["sweeps"][sweep]["vary"]:
-        row[key] = _get(params, key)
-    return {**row, **_metric_row(metrics)}
+    values = {key: _get(params, key) for key in params["ablations"]["sweeps"][sweep]["vary"]}
+    if any(row.get("current") and all(row.get(k) == v for k, v in values.items()) for row in rows or []):
+        return None
+    return {"variant": "dvc repro (params.yaml)", **values, **_metric_row(metrics)}

@@ -113,6 +113,10 @@ def test_reference_row_is_the_pipeline_run_with_the_sweeps_keys(tmp_path):
     (collected,) = collect(tmp_path / "sweep")
     assert collected["model.num_mixer_layers"] == 1 and collected["synthetic-test/CIDEr-D"] == 80.0
     assert set(row) == set(collected)  # same columns: one table
+    assert reference_row(params, "mixer_depth", [{**collected, "current": True}]) is not None  # other value
+    same = {**collected, "model.num_mixer_layers": 4}
+    assert reference_row(params, "mixer_depth", [{**same, "current": True}]) is None  # a current run has it
+    assert reference_row(params, "mixer_depth", [{**same, "current": False}]) is not None  # a stale one does not
 
 
 def test_variant_folders_hold_no_braces_and_papermill_gets_the_real_path(tmp_path, monkeypatch):
