@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
+from sca.data.locate import FolderIndex
 from sca.data.sources import PARTS, RemoteFile, Source, get_source
 
 __all__ = ["ChecksumError", "DownloadError", "UnsafeArchiveError", "download_file", "extract_archive",
@@ -259,74 +260,138 @@ def _save_manifest(root: Path, manifest: dict) -> None:
     os.replace(tmp, root / MANIFEST)
 
 
-def _take_copy(from_dir: Path, root: Path, f: RemoteFile, verify: bool) -> tuple[str, dict]:
-    """Use the user's copy: the unpacked content (linked) or the file itself (hard-linked or copied)."""
-    if f.provides and all((from_dir / p).exists() for p in f.provides):
-        for rel in f.provides:
-            link = root / rel
-            if not link.exists():
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to((from_dir / rel).resolve(), target_is_directory=(from_dir / rel).is_dir())
-        return "linked", {}
-    for cand in (from_dir / f.filename, from_dir / PurePosixPath(f.filename).name):
-        if cand.is_file():
-            dest = root / f.filename
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            part = dest.with_name(dest.name + ".part")
-            part.unlink(missing_ok=True)
-            try:
-                os.link(cand, part)
-            except OSError:
-                shutil.copyfile(cand, part)
-            check = {"size": f.size, "md5": f.md5, "sha256": f.sha256} if verify else {}
-            try:
-                stats = verify_file(part, name=f"{cand} (--from copy of {f.filename})", **check)
-            except ChecksumError:
-                part.unlink(missing_ok=True)
-                raise
-            os.replace(part, dest)
-            return "copied", stats
-    wanted = [f.filename, *f.provides]
-    raise FileNotFoundError(f"--from {from_dir}: none of {wanted} is there for source file {f.filename}")
+def _present_layout(root: Path, f: RemoteFile, splits: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The first accepted layout of ``f``'s content that is complete in ``root``, if any."""
+    for layout in f.layouts(splits):
+        if layout and all((root / p).exists() for p in layout):
+            return layout
+    return None
+
+
+def _link(target: Path, link: Path) -> None:
+    if link.exists() or link.is_symlink():
+        return
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target.resolve(), target_is_directory=target.is_dir())
+
+
+def _copy_verified(cand: Path, dest: Path, f: RemoteFile, verify: bool) -> dict:
+    """Hard-link (or copy) the user's file to ``dest`` through a part file, verified before the rename."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    part.unlink(missing_ok=True)
+    try:
+        os.link(cand, part)
+    except OSError:
+        shutil.copyfile(cand, part)
+    check = {"size": f.size, "md5": f.md5, "sha256": f.sha256} if verify else {}
+    try:
+        stats = verify_file(part, name=f"{cand} (--from copy of {f.filename})", **check)
+    except ChecksumError:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, dest)
+    return stats
+
+
+def _take_copy(index: FolderIndex, root: Path, src: Source, f: RemoteFile, splits: tuple[str, ...] | None,
+               verify: bool, log: Callable[[str], None]) -> tuple[str, dict]:
+    """Use the user's copy: the unpacked content in any accepted layout (linked), or the file itself
+    (hard-linked or copied, then verified). Files are found by name when not where a layout puts them."""
+    found_some: dict[str, Path] = {}
+    if f.extract_to is None:  # a plain file: the file itself, wherever a layout keeps it, verified
+        for rel in dict.fromkeys(p for layout in f.layouts(splits) for p in layout):
+            path = index.locate(rel)
+            if path is not None and path.is_file():
+                return "copied", _copy_verified(path, root / f.filename, f, verify)
+    for layout in f.layouts(splits) if f.extract_to is not None else ():
+        located = {rel: index.locate(rel) for rel in layout}
+        if layout and all(located.values()):
+            for rel, path in located.items():
+                _link(path, root / rel)
+            for rel in f.optional if layout == f.layouts(splits)[0] else ():
+                path = index.locate(rel)
+                if path is not None:
+                    _link(path, root / rel)
+                else:
+                    log(f"{f.filename}: {rel} is not in your copy ({index.where_looked(rel)}); what needs it will say so")
+            return "linked", {"linked": {rel: str(p) for rel, p in located.items()}}
+        found_some.update({rel: p for rel, p in located.items() if p is not None})
+    cand = index.locate(f.filename)
+    if cand is not None and cand.is_file():
+        return "copied", _copy_verified(cand, root / f.filename, f, verify)
+    layouts = f.layouts(splits)
+    missing = [rel for rel in layouts[0] if rel not in found_some]
+    have = f" (found: {', '.join(sorted(found_some))})" if found_some else ""
+    accepted = "; ".join(src.layouts) if src.layouts else "the files as the source lists them"
+    raise FileNotFoundError(
+        f"{src.name} --from {index.base}: neither {f.filename} nor its content {list(layouts[0])} is there"
+        f"{have}; missing {missing or list(layouts[0])}: {index.where_looked(missing[0] if missing else f.filename)}. "
+        f"Accepted layouts: {accepted}")
+
+
+def _settle(root: Path, f: RemoteFile, members: list[str], extract_to: Path) -> None:
+    """After unpacking: a provided path the archive put one or more folders deeper (e.g. a patch tarball
+    holding images/v1/patchN/) is moved to where the source expects it, when its name is unambiguous."""
+    for rel in f.provides:
+        want = root / rel
+        if want.exists():
+            continue
+        hits = [p for m in members for p in [extract_to / m, *(extract_to / m).rglob(Path(rel).name)]
+                if p.name == Path(rel).name and p != want]
+        if len(hits) == 1:
+            want.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(hits[0], want)
 
 
 def fetch(source: str | Source, root: str | Path, *, from_dir: str | Path | None = None,
-          parts: tuple[str, ...] = PARTS, mirror: str | None = None, verify: bool = True, progress: bool = True,
-          keep_archives: bool = False, log: Callable[[str], None] = print, **download_kw) -> dict[str, str]:
-    """Fetch every file of ``source`` (a name in ``SOURCES`` or a ``Source``) whose part is in ``parts``.
+          parts: tuple[str, ...] = PARTS, splits: tuple[str, ...] | list[str] | None = None, mirror: str | None = None,
+          verify: bool = True, progress: bool = True, keep_archives: bool = False,
+          log: Callable[[str], None] = print, **download_kw) -> dict[str, str]:
+    """Fetch every file of ``source`` (a name in ``SOURCES`` or a ``Source``) whose part is in ``parts``
+    and that one of ``splits`` needs (None: every split; files serving every split always count).
 
-    from_dir: take the files (or their unpacked content) from this folder instead of the network.
+    from_dir: take the files (or their unpacked content, in any layout the source accepts, found by
+        name where unambiguous) from this folder instead of the network.
     mirror: download ``<mirror>/<filename>`` instead of each file's URL.
-    Files whose ``provides`` all exist are skipped. Archives are unpacked and then deleted unless
-    ``keep_archives``. Returns ``{filename: "present" | "linked" | "copied" | "downloaded"}``.
+    A file whose content is complete in root in any accepted layout is skipped, dead URL or not; a plain
+    file already in root is verified. Archives are unpacked and then deleted unless ``keep_archives``.
+    Returns ``{filename: "present" | "linked" | "copied" | "downloaded"}``.
     """
     src = get_source(source) if isinstance(source, str) else source
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"parts {sorted(unknown)} are not among {PARTS}")
+    splits = tuple(splits) if splits is not None else None
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     manifest = _load_manifest(root)
+    index = FolderIndex(Path(from_dir)) if from_dir is not None else None
     actions: dict[str, str] = {}
     for f in src.files:
-        if f.part not in parts:
-            continue
-        done = manifest.get(f.filename, {}).get("extracted") and not f.provides
-        if done or (f.provides and all((root / p).exists() for p in f.provides)):
-            actions[f.filename] = "present"
+        if f.part not in parts or (splits is not None and f.split is not None and f.split not in splits):
             continue
         dest = root / f.filename
-        if from_dir is not None:
-            action, stats = _take_copy(Path(from_dir), root, f, verify)
+        layout = _present_layout(root, f, splits)
+        done = manifest.get(f.filename, {}).get("extracted") and not f.provides
+        if done or (layout is not None and (f.extract_to is not None or layout != (f.filename,))):
+            actions[f.filename] = "present"
+            continue
+        if index is not None and not dest.is_file():
+            action, stats = _take_copy(index, root, src, f, splits, verify, log)
             origin = str(from_dir)
             if action == "linked":
                 actions[f.filename] = action
                 log(f"{f.filename}: linked its content from {from_dir}")
                 continue
+        elif dest.is_file() and (f.status == "dead" or mirror is None and index is not None):
+            log(f"{f.filename}: verifying the copy in {root}")
+            check = {"size": f.size, "md5": f.md5, "sha256": f.sha256} if verify else {}
+            stats, action, origin = verify_file(dest, **check), "present", str(dest)
         else:
             if f.status == "dead" and mirror is None:
                 raise DownloadError(f"{src.name}: {f.filename} has no live download ({f.url} is dead: "
-                                    f"{f.provenance}). {src.notes}")
+                                    f"{f.provenance}), and {dest} is not there. {src.notes}")
             origin = f"{mirror.rstrip('/')}/{f.filename}" if mirror else f.url
             action = "present" if dest.exists() else "downloaded"  # a present file is verified, not fetched
             log(f"{f.filename}: {'verifying' if dest.exists() else 'downloading'} {origin}")
@@ -336,6 +401,7 @@ def fetch(source: str | Source, root: str | Path, *, from_dir: str | Path | None
         if f.extract_to is not None:
             log(f"{f.filename}: unpacking into {root / f.extract_to}")
             entry["members"] = extract_archive(dest, root / f.extract_to)
+            _settle(root, f, entry["members"], root / f.extract_to)
             entry["extracted"] = True
             if not keep_archives:
                 dest.unlink()

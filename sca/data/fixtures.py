@@ -245,12 +245,14 @@ REFER_ANNS = [(1, 9, 1, [1.5, 2.25, 20.0, 30.5]), (2, 9, 18, [30.0, 5.0, 10.0, 2
               (4, 25, 18, [0.0, 0.0, 48.0, 64.0]), (6, 30, 1, [10.0, 10.0, 20.0, 20.0])]
 # splitBy -> ref split of each annotation, in REFER_ANNS order
 REFER_SPLITS = {"unc": ["train", "testA", "val", "testB"], "google": ["train", "train", "val", "val"],
-                "umd": ["train", "test", "val", "val"]}
+                "umd": ["train", "test", "val", "val"],
+                "refcoco-google": ["train", "test", "val", "test"]}  # RefCOCO's google split has a test split
 
 
 def _refs(split_by: str, dataset: str) -> list[dict[str, Any]]:
     refs, sent_id = [], 0
-    for ref_id, ((aid, iid, cat, _), split) in enumerate(zip(REFER_ANNS, REFER_SPLITS[split_by], strict=True)):
+    splits = REFER_SPLITS.get(f"{dataset}-{split_by}", REFER_SPLITS[split_by])
+    for ref_id, ((aid, iid, cat, _), split) in enumerate(zip(REFER_ANNS, splits, strict=True)):
         raws = [f"The {dataset} thing #{ref_id}!", f"left one ({aid})"][: 1 + ref_id % 2]
         sents = []
         for raw in raws:
@@ -286,4 +288,4 @@ def write_all(root: str | Path) -> dict[str, Path]:
     refer = write_refer(root / "refer")
     return {"vg": vg, "vg-grit": vg, "vg-glamm": vg, "coco": write_coco(root / "coco"),
             "o365": write_o365(root / "o365"), "v3det": write_v3det(root / "v3det"), "refcoco": refer,
-            "refcoco+": refer, "refcocog": refer, "refcocog-google": refer}
+            "refcoco-google": refer, "refcoco+": refer, "refcocog": refer, "refcocog-google": refer}

@@ -8,7 +8,8 @@ Each protocol accepts region records of given ``ImageRecord.source`` values (the
     vg-full            source "vg" (DenseCap test split: all ~230K regions of 5K images; SCA, TAP)
     vg-sub             source "vg-glamm" (GLaMM's one region per image; GLaMM, ControlCap, DynRefer)
     vg-grit            source "vg-grit" (GRiT's preprocessed VG: long captions filtered, its own protocol)
-    refcoco, refcoco+, refcocog, refcocog-google   the refer splits (zero-shot REG)
+    refcoco, refcoco-google, refcoco+, refcocog, refcocog-google   the refer splits (zero-shot REG):
+                       RefCOCO unc / google, RefCOCO+ unc, RefCOCOg umd / google
     coco, o365, v3det  category names as references (weak supervision: recognition)
     synthetic-captions, synthetic-weak             the embedded synthetic splits
 """
@@ -38,9 +39,10 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
     Protocol("vg-sub", ("vg-glamm",), "Visual Genome, GLaMM's one-region-per-image test split (GLaMM, DynRefer)"),
     Protocol("vg-grit", ("vg-grit",), "Visual Genome as preprocessed by GRiT (long captions filtered)"),
     Protocol("refcoco", ("refcoco",), "RefCOCO (unc) referring expressions, zero-shot REG"),
+    Protocol("refcoco-google", ("refcoco-google",), "RefCOCO (google split) referring expressions, zero-shot REG"),
     Protocol("refcoco+", ("refcoco+",), "RefCOCO+ (unc) referring expressions, zero-shot REG"),
     Protocol("refcocog", ("refcocog",), "RefCOCOg (umd) referring expressions, zero-shot REG"),
-    Protocol("refcocog-google", ("refcocog-google",), "RefCOCOg (google split) referring expressions"),
+    Protocol("refcocog-google", ("refcocog-google",), "RefCOCOg (google split) referring expressions, zero-shot REG"),
     Protocol("coco", ("coco",), "COCO instances, category names as references"),
     Protocol("o365", ("o365",), "Objects365 v2, category names as references"),
     Protocol("v3det", ("v3det",), "V3Det, category names as references"),

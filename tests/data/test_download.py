@@ -292,7 +292,7 @@ def test_fetch_from_a_local_copy(server, tmp_path):
     (mine / "region_descriptions.json.zip").write_bytes(b"not the right bytes")
     with pytest.raises(ChecksumError, match="--from copy of region_descriptions.json.zip"):
         fetch(source, tmp_path / "root2", from_dir=mine, parts=("annotations",), log=lambda m: None)
-    with pytest.raises(FileNotFoundError, match="none of \\['images.zip', 'VG_100K', 'VG_100K_2'\\]"):
+    with pytest.raises(FileNotFoundError, match="neither images.zip nor its content \\['VG_100K', 'VG_100K_2'\\]"):
         fetch(source, tmp_path / "root3", from_dir=mine, parts=("images",), log=lambda m: None)
     with pytest.raises(ValueError, match="parts \\['masks'\\] are not among"):
         fetch(source, root, parts=("masks",))

@@ -20,19 +20,24 @@ def test_coco_regions_grouped_by_image_in_file_order(roots):
     assert [r.image_id for r in recs] == [9, 25]  # 'images' order, although ann 4 (image 25) comes first
     im9 = recs[0]
     assert im9.file_name == "train2017/000000000009.jpg"
-    assert [r.region_id for r in im9.regions] == [1, 2]
+    assert [r.region_id for r in im9.regions] == [1, 2, 3]  # 3 is a crowd annotation, kept as the reference does
     assert im9.regions[0].box == (1.5, 2.25, 21.5, 32.75)  # xywh 1.5, 2.25, 20, 30.5
     assert im9.regions[1].phrases == ["traffic light"] and im9.regions[1].category == "traffic light"
     assert all(r.task == "caption" for r in im9.regions)  # default, as in the reference code
 
 
-def test_coco_crowd_skipped_and_empty_image_reported(roots):
+def test_coco_crowd_kept_or_skipped_and_empty_image_reported(roots):
     rep = read_coco(roots["coco"], "train").report
-    assert rep.issues["crowd_skipped"] == [(9, 3)]
+    assert rep.issues["crowd_kept"] == [(9, 3)] and "crowd_skipped" not in rep.issues
     assert rep.issues["image_without_regions"] == [30]
     assert rep.issues["box_empty"] == [(25, 5)]
-    assert (rep.images, rep.regions) == (2, 4)
-    assert "crowd_skipped: 1" in rep.summary()
+    assert (rep.images, rep.regions) == (2, 5)
+    assert "crowd_kept: 1" in rep.summary()
+    skipped = read_dataset("coco", roots["coco"], "train", crowd="skip")
+    assert skipped.report.issues["crowd_skipped"] == [(9, 3)] and skipped.num_regions == 4
+    assert [r.region_id for r in skipped[0].regions] == [1, 2]
+    with pytest.raises(ValueError, match="crowd='drop' is not one of \\('keep', 'skip'\\)"):
+        read_coco(roots["coco"], "train", crowd="drop")
 
 
 def test_coco_task_recognition_and_masks(roots):

@@ -65,7 +65,7 @@ def test_vg_all_split_and_split_errors(vg_root, tmp_path):
         read_vg(vg_root, "val", splits_file=splits)
     bare = write_vg(tmp_path / "bare", images=False)
     (bare / "densecap_splits.json").unlink()
-    with pytest.raises(FileNotFoundError, match="DenseCap split file not found: .*densecap_splits.json"):
+    with pytest.raises(FileNotFoundError, match="DenseCap split file .*none of these files exists: .*bare/densecap_splits.json, .*bare/annotations/densecap_splits.json"):
         read_vg(bare, "train")
     assert len(read_vg(bare, "all")) == 5
 

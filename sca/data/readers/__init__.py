@@ -60,6 +60,8 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
                 "V3Det 2023 v1, caption = category name (weak supervision)", "data/v3det", "v3det"),
     DatasetSpec("refcoco", read_refer, ("train", "val", "testA", "testB", "all"), f"RefCOCO (unc): {_REFER}",
                 "data/refer", "refcoco", {"dataset": "refcoco", "split_by": "unc"}),
+    DatasetSpec("refcoco-google", read_refer, ("train", "val", "test", "all"), f"RefCOCO (google): {_REFER}",
+                "data/refer", "refcoco", {"dataset": "refcoco", "split_by": "google"}),
     DatasetSpec("refcoco+", read_refer, ("train", "val", "testA", "testB", "all"), f"RefCOCO+ (unc): {_REFER}",
                 "data/refer", "refcoco+", {"dataset": "refcoco+", "split_by": "unc"}),
     DatasetSpec("refcocog", read_refer, ("train", "val", "test", "all"), f"RefCOCOg (umd): {_REFER}",

@@ -4,8 +4,14 @@ generic COCO-style JSON walk that GRiT's and GLaMM's VG files reuse.
 Weak supervision (paper.md §3-4): one region per annotation, its phrase is the raw category name,
 no template. The task id is a reader option: "caption" by default, as the reference code trains on
 Objects365 with the caption task id; pass task="recognition" for the recognition task tokens.
-Boxes are COCO ``[x, y, w, h]`` and come out ``x0 y0 x1 y1``. ``iscrowd=1`` annotations are skipped
-and counted in the report; odd boxes are kept and reported (see ``CompactRecords.finalize``).
+Boxes are COCO ``[x, y, w, h]`` and come out ``x0 y0 x1 y1``. ``iscrowd=1`` annotations are kept as
+regions by default, as the reference code keeps them (its COCO and Objects365 loaders read every
+annotation of an image), and counted in the report (``crowd_kept``); ``crowd="skip"`` leaves them out
+(``crowd_skipped``). Odd boxes are kept and reported (see ``CompactRecords.finalize``).
+
+Where the files are: each reader looks in every layout ``sca download --from`` accepts
+(``sca.data.sources.accepted_paths``): the official archives unpacked, mmdetection's tree, the reference
+code's renamed files; Objects365's images are found patch by patch in any of its layouts.
 """
 
 from __future__ import annotations
@@ -20,8 +26,11 @@ import numpy as np
 from sca.data.readers.compact import CompactRecords, StringTable, check_task
 from sca.data.readers.jsonstream import DEFAULT_CHUNK, walk_object
 from sca.data.readers.report import ReadReport
+from sca.data.sources import accepted_paths
 
-__all__ = ["find_file", "read_coco", "read_coco_json", "read_o365", "read_v3det"]
+__all__ = ["CROWD", "O365_IMAGE_LAYOUTS", "find_file", "read_coco", "read_coco_json", "read_o365", "read_v3det"]
+
+CROWD = ("keep", "skip")
 
 
 def find_file(root: Path, candidates: list[str], what: str) -> Path:
@@ -52,18 +61,21 @@ def _rle(segmentation: Any, height: int, width: int) -> dict[str, Any] | None:
 def read_coco_json(path: str | Path, *, source: str, split: str, task: str = "caption",
                    phrase: str = "category", file_name: Callable[[dict], str] | None = None,
                    with_masks: bool = False, bad_boxes: str = "keep", keep_empty: bool = False,
-                   chunk: int = DEFAULT_CHUNK) -> CompactRecords:
+                   crowd: str = "keep", chunk: int = DEFAULT_CHUNK) -> CompactRecords:
     """Read one COCO-style JSON file (``images``, ``annotations``, ``categories``) in one streaming pass.
 
     phrase: "category" (phrase = raw category name) or "caption" (phrase = the annotation's
         ``caption`` field, as in GRiT's and GLaMM's VG files; no category then).
     file_name: maps an ``images`` entry to its path relative to the dataset root (default: as is).
     with_masks: convert each annotation's ``segmentation`` to COCO RLE.
+    crowd: "keep" (iscrowd=1 annotations are regions; reported as crowd_kept) or "skip".
     Images keep file order; regions keep file order within their image.
     """
     if phrase not in ("category", "caption"):
         raise ValueError(f"phrase={phrase!r} is not one of ('category', 'caption')")
     check_task(task)
+    if crowd not in CROWD:
+        raise ValueError(f"crowd={crowd!r} is not one of {CROWD}")
     path = Path(path)
     report = ReadReport(source, split)
     report.notes.append(f"read {path}")
@@ -81,8 +93,9 @@ def read_coco_json(path: str | Path, *, source: str, split: str, task: str = "ca
             images[value["id"]] = (name, int(value["width"]), int(value["height"]))
         elif key == "annotations" and is_item:
             if value.get("iscrowd", 0):
-                report.add("crowd_skipped", (value["image_id"], value.get("id")))
-                continue
+                report.add("crowd_kept" if crowd == "keep" else "crowd_skipped", (value["image_id"], value.get("id")))
+                if crowd == "skip":
+                    continue
             x, y, w, h = value["bbox"]
             boxes.extend((x, y, x + w, y + h))
             ann_image.append(value["image_id"])
@@ -139,43 +152,85 @@ def read_coco_json(path: str | Path, *, source: str, split: str, task: str = "ca
 
 
 def read_coco(root: str | Path, split: str = "train", *, task: str = "caption", with_masks: bool = False,
-              bad_boxes: str = "keep", keep_empty: bool = False) -> CompactRecords:
-    """COCO 2017 instances: ``annotations/instances_{split}2017.json``, images ``{split}2017/``."""
+              bad_boxes: str = "keep", keep_empty: bool = False, crowd: str = "keep") -> CompactRecords:
+    """COCO 2017 instances: ``annotations/instances_{split}2017.json`` (or beside the image folders),
+    images ``{split}2017/``."""
     root = Path(root)
-    path = find_file(root, [f"annotations/instances_{split}2017.json"], f"COCO 2017 {split} annotations")
+    path = find_file(root, accepted_paths("coco", f"annotations/instances_{split}2017.json"),
+                     f"COCO 2017 {split} annotations")
     return read_coco_json(path, source="coco", split=split, task=task, with_masks=with_masks,
                           file_name=lambda im: f"{split}2017/{im['file_name']}",
-                          bad_boxes=bad_boxes, keep_empty=keep_empty)
+                          bad_boxes=bad_boxes, keep_empty=keep_empty, crowd=crowd)
 
 
-def _o365_file_name(split: str) -> Callable[[dict], str]:
-    # Objects365 v2 names images "images/v1/patch8/objects365_v1_00420917.jpg"; the patch tarballs
-    # unpack to "patch8/objects365_v1_00420917.jpg" under the split folder (mmdetection's layout).
+# Objects365 v2 names its images "images/v1/patch8/objects365_v1_00420917.jpg". Copies keep them as
+# (relative to the dataset root; {version}/{patch} from that name):
+O365_IMAGE_LAYOUTS = (
+    ("official", "{split}/images/{version}/{patch}"),  # the val tree as served, the reference code's base dir
+    ("mmdetection", "{split}/{patch}"),                 # each patch tarball unpacked in the split folder
+    ("flat", "{split}"),                                # patches merged into one folder per split
+    ("ultralytics", "images/{split}"),                  # ultralytics' Objects365.yaml script
+)
+
+
+def _o365_file_name(root: Path, split: str, report: ReadReport) -> Callable[[dict], str]:
+    """Map each image to its path under the first layout of ``O365_IMAGE_LAYOUTS`` that holds its patch
+    (probed once per patch folder, then per image only for the flat layouts). Patches found in no
+    layout keep the official path; the report notes them with every layout tried."""
+    chosen: dict[tuple[str, str], str | None] = {}
+    missing: list[str] = []
+
     def name(im: dict) -> str:
         parts = Path(im["file_name"]).parts
-        return "/".join((split, *parts[-2:]))
+        base = parts[-1]
+        patch = parts[-2] if len(parts) >= 2 else ""
+        version = parts[-3] if len(parts) >= 3 else ""
+        key = (version, patch)
+        if key not in chosen:
+            chosen[key] = None
+            for label, pattern in O365_IMAGE_LAYOUTS:
+                folder = pattern.format(split=split, version=version, patch=patch)
+                if "{patch}" in pattern and patch and (root / folder).is_dir():
+                    chosen[key] = folder
+                elif "{patch}" not in pattern and (root / folder / base).is_file():
+                    chosen[key] = folder
+                if chosen[key] is not None:
+                    if label != "official":
+                        report.notes.append(f"Objects365 {split} {version}/{patch}: {label} layout ({folder}/)")
+                    break
+            if chosen[key] is None:
+                missing.append("/".join(p for p in key if p))
+                if len(missing) == 1:
+                    tried = ", ".join(p.format(split=split, version=version, patch=patch) for _, p in O365_IMAGE_LAYOUTS)
+                    report.notes.append(f"Objects365 {split}: no images found for {'/'.join(key)} (looked in {tried}); "
+                                        f"paths use the official layout")
+        folder = chosen[key] or O365_IMAGE_LAYOUTS[0][1].format(split=split, version=version, patch=patch)
+        return f"{folder}/{base}"
 
     return name
 
 
 def read_o365(root: str | Path, split: str = "train", *, task: str = "caption", bad_boxes: str = "keep",
-              keep_empty: bool = False) -> CompactRecords:
-    """Objects365 v2: ``annotations/zhiyuan_objv2_{split}.json`` (the reference code's renamed copies
-    ``objects365v2_train_fixann.json`` / ``objects365v2_val.json`` are accepted too); images
-    ``{split}/patchN/*.jpg``."""
+              keep_empty: bool = False, crowd: str = "keep") -> CompactRecords:
+    """Objects365 v2: ``zhiyuan_objv2_{split}.json`` in ``annotations/``, the root or the split folder
+    (the reference code's renamed ``objects365v2_train_fixann.json`` / ``objects365v2_val.json`` too);
+    images in any of ``O365_IMAGE_LAYOUTS``."""
     root = Path(root)
-    names = [f"annotations/zhiyuan_objv2_{split}.json", f"annotations/objects365v2_{split}.json"]
-    if split == "train":
-        names.insert(1, "annotations/objects365v2_train_fixann.json")
-    path = find_file(root, names, f"Objects365 v2 {split} annotations")
-    return read_coco_json(path, source="o365", split=split, task=task, file_name=_o365_file_name(split),
-                          bad_boxes=bad_boxes, keep_empty=keep_empty)
+    own = f"annotations/zhiyuan_objv2_{split}.json"
+    path = find_file(root, accepted_paths("o365", own), f"Objects365 v2 {split} annotations")
+    report = ReadReport("o365", split)
+    records = read_coco_json(path, source="o365", split=split, task=task, file_name=_o365_file_name(root, split, report),
+                             bad_boxes=bad_boxes, keep_empty=keep_empty, crowd=crowd)
+    records.report.notes.extend(report.notes)
+    return records
 
 
 def read_v3det(root: str | Path, split: str = "train", *, task: str = "caption", bad_boxes: str = "keep",
-               keep_empty: bool = False) -> CompactRecords:
-    """V3Det: ``annotations/v3det_2023_v1_{split}.json``; its file names ("images/<synset>/<x>.jpg") are
-    already relative to the dataset root."""
+               keep_empty: bool = False, crowd: str = "keep") -> CompactRecords:
+    """V3Det: ``annotations/v3det_2023_v1_{split}.json`` (or in the root); its file names
+    ("images/<synset>/<x>.jpg") are already relative to the dataset root."""
     root = Path(root)
-    path = find_file(root, [f"annotations/v3det_2023_v1_{split}.json"], f"V3Det {split} annotations")
-    return read_coco_json(path, source="v3det", split=split, task=task, bad_boxes=bad_boxes, keep_empty=keep_empty)
+    path = find_file(root, accepted_paths("v3det", f"annotations/v3det_2023_v1_{split}.json"),
+                     f"V3Det {split} annotations")
+    return read_coco_json(path, source="v3det", split=split, task=task, bad_boxes=bad_boxes, keep_empty=keep_empty,
+                          crowd=crowd)

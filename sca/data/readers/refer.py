@@ -5,7 +5,8 @@ the split is the ref's own ``split`` field. Layout under ``root`` (the refer too
   refcoco/instances.json, refcoco/refs(unc).p, refcoco/refs(google).p
   refcoco+/instances.json, refcoco+/refs(unc).p
   refcocog/instances.json, refcocog/refs(umd).p, refcocog/refs(google).p
-  train2014/COCO_train2014_*.jpg   (COCO 2014 train images, shared by all three)
+  train2014/COCO_train2014_*.jpg   (COCO 2014 train images, shared by all three; the refer toolkit
+                                    keeps them in images/mscoco/images/train2014/, also accepted)
 
 The pickles were written by Python 2. They are read by ``safe_load_pickle``, which builds only plain
 builtin values (dict, list, tuple, str, bytes, int, float, bool, None, set): any other global a
@@ -23,6 +24,7 @@ from typing import Any
 from sca.data.readers.coco import find_file
 from sca.data.readers.compact import CompactRecords, RecordsBuilder
 from sca.data.readers.report import ReadReport
+from sca.data.sources import accepted_paths
 
 __all__ = ["REFER_SPLIT_BY", "UnsafePickleError", "read_refer", "safe_load_pickle"]
 
@@ -60,7 +62,7 @@ def safe_load_pickle(path: str | Path, *, encoding: str = "utf-8") -> Any:
 
 
 def read_refer(root: str | Path, split: str = "val", *, dataset: str = "refcocog", split_by: str | None = None,
-               text: str = "sent", image_dir: str = "train2014", task: str = "caption",
+               text: str = "sent", image_dir: str = "auto", task: str = "caption",
                bad_boxes: str = "keep", keep_empty: bool = False) -> CompactRecords:
     """Read one refer dataset split: one region per ref, phrases = all its sentences.
 
@@ -68,6 +70,8 @@ def read_refer(root: str | Path, split: str = "val", *, dataset: str = "refcocog
         ``REFER_SPLIT_BY[dataset]``, i.e. unc / unc / umd).
     split: a value of the refs' ``split`` field ("train", "val", "test", "testA", "testB") or "all".
     text: "sent" (the refer toolkit's cleaned sentence, used by its REG evaluation) or "raw".
+    image_dir: the folder of COCO train2014 images, relative to root; "auto": the first of
+        ``train2014`` and the refer toolkit's ``images/mscoco/images/train2014`` that exists.
     region_id is the ref_id; category is the COCO category name of the ref's annotation.
     """
     if dataset not in REFER_SPLIT_BY:
@@ -107,6 +111,11 @@ def read_refer(root: str | Path, split: str = "val", *, dataset: str = "refcocog
             continue
         by_image.setdefault(ann["image_id"], []).append((ref, ann))
     builder = RecordsBuilder(source=source, split=split, task=task, report=report)
+    if image_dir == "auto":
+        folders = accepted_paths(dataset, "train2014")
+        image_dir = next((f for f in folders if (root / f).is_dir()), folders[0])
+        report.notes.append(f"images: {root / image_dir}" + ("" if (root / image_dir).is_dir() else
+                            f" (missing; also looked for {', '.join(str(root / f) for f in folders[1:])})"))
     prefix = image_dir.rstrip("/")
     for image_id, items in by_image.items():
         im = images[image_id]

@@ -15,7 +15,8 @@ __all__ = ["ISSUES", "ReadReport"]
 
 # Issue names and what they mean. Ids are (image_id, region_or_annotation_id) unless noted.
 ISSUES = {
-    "crowd_skipped": "COCO-style annotation with iscrowd=1, skipped (paper.md §4: one region per instance)",
+    "crowd_kept": "COCO-style annotation with iscrowd=1, kept as a region (as the reference code keeps them)",
+    "crowd_skipped": "COCO-style annotation with iscrowd=1, left out because the reader was asked crowd='skip'",
     "box_empty": "box with zero width or height",
     "box_inverted": "box with negative width or height",
     "box_outside": "box reaching outside the image (x0<0, y0<0, x1>width or y1>height)",

@@ -12,6 +12,8 @@ Layout under ``root`` (VG's own names):
   VG_100K/, VG_100K_2/      images; which folder an image is in comes from its url
   train.json, test.json     GRiT's COCO-style files (captions over 15 words already removed by GRiT)
   test_caption.json         GLaMM's VG-sub test file (COCO-style, one annotation per image)
+The json files may also sit in an ``annotations/`` folder beside the image folders, as the reference
+code keeps them (``sca.data.sources.accepted_paths``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sca.data.readers.coco import find_file, read_coco_json
 from sca.data.readers.compact import CompactRecords, RecordsBuilder
 from sca.data.readers.jsonstream import DEFAULT_CHUNK, iter_array
 from sca.data.readers.report import ReadReport
+from sca.data.sources import accepted_paths
 
 __all__ = ["read_vg", "read_vg_glamm", "read_vg_grit", "vg_file_names"]
 
@@ -50,9 +53,13 @@ def _split_ids(root: Path, split: str, splits_file: str | Path | None) -> list[i
         return None
     if split not in DENSECAP_SPLITS:
         raise ValueError(f"VG split {split!r} is not one of {(*DENSECAP_SPLITS, 'all')}")
-    path = Path(splits_file) if splits_file else root / "densecap_splits.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"DenseCap split file not found: {path} (get it with `sca download vg`)")
+    if splits_file:
+        path = Path(splits_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"DenseCap split file not found: {path}")
+    else:
+        path = find_file(root, accepted_paths("vg", "densecap_splits.json"),
+                         "DenseCap split file (get it with `sca download vg`)")
     with open(path, encoding="utf-8") as fh:
         splits = json.load(fh)
     if split not in splits:
@@ -72,8 +79,8 @@ def read_vg(root: str | Path, split: str = "train", *, task: str = "caption", ba
     """
     root = Path(root)
     report = ReadReport("vg", split)
-    rd_path = find_file(root, ["region_descriptions.json"], "VG region descriptions")
-    meta = vg_file_names(find_file(root, ["image_data.json"], "VG image metadata"), report)
+    rd_path = find_file(root, accepted_paths("vg", "region_descriptions.json"), "VG region descriptions")
+    meta = vg_file_names(find_file(root, accepted_paths("vg", "image_data.json"), "VG image metadata"), report)
     wanted_list = _split_ids(root, split, splits_file)
     if wanted_list is None:
         wanted = set(meta)
@@ -116,8 +123,9 @@ def _image_namer(root: Path, image_dir: str, report: ReadReport):
     """file_name mapper for the COCO-style VG files: "auto" uses VG's own folders when
     ``image_data.json`` is in root, else ``images/<file_name>`` (GRiT's and GLaMM's flat folder)."""
     if image_dir == "auto":
-        if (root / "image_data.json").is_file():
-            meta = vg_file_names(root / "image_data.json", report)
+        found = [root / p for p in accepted_paths("vg", "image_data.json") if (root / p).is_file()]
+        if found:
+            meta = vg_file_names(found[0], report)
             report.notes.append("image paths from image_data.json (VG_100K/, VG_100K_2/)")
             return lambda im: meta[im["id"]][0] if im["id"] in meta else f"images/{im['file_name']}"
         image_dir = "images"
@@ -141,7 +149,7 @@ def read_vg_grit(root: str | Path, split: str = "train", *, task: str = "caption
     if split not in ("train", "test"):
         raise ValueError(f"GRiT VG split {split!r} is not one of ('train', 'test')")
     root = Path(root)
-    path = find_file(root, [f"{split}.json", f"annotations/{split}.json"], f"GRiT VG {split} file")
+    path = find_file(root, accepted_paths("vg-grit", f"{split}.json"), f"GRiT VG {split} file")
     return _read_caption_file(path, "vg-grit", split, root, image_dir, task=task, bad_boxes=bad_boxes,
                               keep_empty=keep_empty)
 
@@ -152,6 +160,6 @@ def read_vg_glamm(root: str | Path, split: str = "test", *, task: str = "caption
     if split != "test":
         raise ValueError(f"GLaMM VG split {split!r} is not one of ('test',)")
     root = Path(root)
-    path = find_file(root, ["test_caption.json"], "GLaMM VG test file")
+    path = find_file(root, accepted_paths("vg-glamm", "test_caption.json"), "GLaMM VG test file")
     return _read_caption_file(path, "vg-glamm", split, root, image_dir, task=task, bad_boxes=bad_boxes,
                               keep_empty=keep_empty)
