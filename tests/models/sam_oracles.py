@@ -106,6 +106,7 @@ def prompt_sets(img: int, batch: int, regions: int):
         "box": Prompts(boxes=boxes),
         "points": Prompts(points=points, point_labels=labels),
         "box+points": Prompts(boxes=boxes, points=points[:, :, :1], point_labels=labels[:, :, :1]),
+        "mask": Prompts(masks=masks),  # no prompt tokens at all (segment-anything: sparse [B, 0, C])
         "box+mask": Prompts(boxes=boxes, masks=masks),
     }
 

@@ -221,9 +221,10 @@ def test_sam_hq_file_matches_sam_hq(original_sam_hq, tmp_path):
             features = ours.encode(sam_pixels(images))
             torch.testing.assert_close(features["image_embeddings"], ref_emb, atol=ATOL, rtol=0)
             torch.testing.assert_close(features["intermediate_embeddings"], interm[0], atol=ATOL, rtol=0)
-            # Every prompt kind with SAM + HQ masks; the HQ-only output on one kind.
+            # Every prompt kind (box, points, box+points, mask only, box+mask) with SAM + HQ masks;
+            # the HQ-only output on the mask kinds.
             for kind, prompts in prompt_sets(64, 2, 3).items():
-                if hq_token_only and kind != "box+mask":
+                if hq_token_only and kind not in ("mask", "box+mask"):
                     continue
                 for multimask in (True, False):
                     out = ours.decode(features, prompts, multimask_output=multimask)
@@ -240,6 +241,7 @@ def test_sam_hq_file_matches_sam_hq(original_sam_hq, tmp_path):
                         torch.testing.assert_close(out.tokens[b], rec["tokens"], atol=ATOL, rtol=0, msg=msg)
                         torch.testing.assert_close(out.image_tokens[b], rec["keys"], atol=ATOL, rtol=0, msg=msg)
     assert out.tokens.shape[2] == 1 + 4 + 1 + 2  # iou, 4 masks, hq, box corners (last set: box+mask)
+    assert "mask" in prompt_sets(64, 2, 3)  # the mask-only prompt was among the kinds compared
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -45,8 +45,16 @@ def all_prompt_kinds(S: int, B: int = 2, R: int = 3, h: int = 8) -> dict[str, Pr
     return {
         "boxes": Prompts(boxes=boxes),
         "points": Prompts(points=points, point_labels=labels),
+        "mask": Prompts(masks=torch.randn(B, R, 1, 4 * h, 4 * h, generator=g) * 3),  # no prompt tokens
         "box+mask": Prompts(boxes=boxes, masks=torch.randn(B, R, 1, 4 * h, 4 * h, generator=g)),  # SAM: 4h x 4w
     }
+
+
+def prompt_token_count(prompts: Prompts) -> int:
+    """SAM's sparse prompt tokens: 2 box corners, points (+ a pad token without a box), none for a mask."""
+    boxes = 2 if prompts.boxes is not None else 0
+    points = 0 if prompts.points is None else prompts.points.shape[2] + (prompts.boxes is None)
+    return boxes + points
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -71,7 +79,7 @@ def test_tiny_entry_encodes_and_decodes_every_prompt_kind(name):
         for kind, prompts in all_prompt_kinds(S, h=h).items():
             for multimask, M in ((True, 3), (False, 1)):
                 out = seg.decode(features, prompts, multimask_output=multimask)
-                prompt_tokens = 2 if prompts.boxes is not None else prompts.points.shape[2] + 1  # + pad token
+                prompt_tokens = prompt_token_count(prompts)
                 assert out.masks.shape == (2, 3, M, 4 * h, 4 * h), kind
                 assert out.iou_scores.shape == (2, 3, M), kind
                 assert out.tokens.shape == (2, 3, 1 + 4 + hq + prompt_tokens, C), kind
@@ -260,6 +268,28 @@ def test_sam_hq_needs_its_intermediate_features_and_can_return_the_hq_mask_only(
         assert out.masks.shape == (2, 3, 1, 32, 32) and out.iou_scores.shape == (2, 3, 1)
         with pytest.raises(KeyError, match="intermediate_embeddings"):
             seg.decode({"image_embeddings": features["image_embeddings"]}, prompts)
+
+
+@pytest.mark.parametrize("hq_token_only", [False, True])
+def test_sam_hq_decodes_box_points_and_mask_only_prompts(hq_token_only):
+    """Every prompt kind plain SAM takes; a mask-only prompt has no prompt tokens (it used to crash),
+    and its masks follow the mask prompt (the dense embedding reaches the two-way transformer)."""
+    seg = IMAGE_ENCODERS.build("tiny-sam-hq", hq_token_only=hq_token_only).eval()
+    plain = IMAGE_ENCODERS.build("tiny-sam").eval()
+    kinds = all_prompt_kinds(64)
+    assert kinds["mask"].boxes is None and kinds["mask"].points is None
+    with torch.no_grad():
+        features = seg.encode(torch.randn(2, 3, 64, 64))
+        plain_features = plain.encode(torch.randn(2, 3, 64, 64))
+        for kind in ("boxes", "points", "mask"):
+            prompts = kinds[kind]
+            out = seg.decode(features, prompts)
+            assert out.masks.shape == (2, 3, 1 if hq_token_only else 3, 32, 32), kind
+            assert out.tokens.shape == (2, 3, 1 + 4 + 1 + prompt_token_count(prompts), 32), kind
+            assert plain.decode(plain_features, prompts).tokens.shape[2] == out.tokens.shape[2] - 1, kind
+        other = seg.decode(features, Prompts(masks=-kinds["mask"].masks))
+    assert not torch.allclose(other.masks, out.masks)
+    assert not torch.allclose(other.image_tokens, out.image_tokens)
 
 
 def test_mobile_sam_encoder_keeps_batchnorm_statistics_in_train_mode():

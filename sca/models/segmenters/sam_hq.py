@@ -85,7 +85,8 @@ class SamHQSegmenter(SamSegmenter):
         return {"image_embeddings": out.last_hidden_state, "intermediate_embeddings": out.intermediate_embeddings[0]}
 
     def _run_mask_decoder(self, embeddings, image_pe, sparse, dense, multimask_output, extra):
-        """SAM-HQ's mask decoder on [N, C, h, w] embeddings (N = images x regions, one region each).
+        """SAM-HQ's mask decoder on [N, C, h, w] embeddings (N = images x regions, one region each);
+        sparse: [N, 1, P, C] prompt tokens or None (mask-only prompt), dense: [N, C, h, w].
 
         Runs the weights of transformers' ``SamHQMaskDecoder`` with SAM-HQ's data flow (SysCV/sam-hq
         ``mask_decoder_hq.py``): transformers 5.x's own ``forward`` upsamples the two-way
@@ -104,9 +105,12 @@ class SamHQSegmenter(SamSegmenter):
         hq_features = dec.encoder_conv2(act(dec.encoder_norm(dec.encoder_conv1(embeddings)))) + dec.compress_vit_conv2(
             act(dec.compress_vit_norm(dec.compress_vit_conv1(vit)))
         )  # [N, C/8, 4h, 4w]
-        # Two-way transformer on [iou, mask x4, hq, prompt tokens] against the prompted image.
+        # Two-way transformer on [iou, mask x4, hq, prompt tokens] against the prompted image. A
+        # mask-only prompt has no prompt tokens (sparse is None; segment-anything's are [N, 0, C]).
         output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight, dec.hq_token.weight], dim=0)
-        tokens = torch.cat([output_tokens.expand(n, 1, -1, -1), sparse.to(output_tokens.dtype)], dim=2)
+        tokens = output_tokens.expand(n, 1, -1, -1)  # [N, 1, 6, C]
+        if sparse is not None:
+            tokens = torch.cat([tokens, sparse.to(output_tokens.dtype)], dim=2)  # [N, 1, 6 + P, C]
         queries, keys = dec.transformer(
             point_embeddings=tokens, image_embeddings=embeddings + dense,
             image_positional_embeddings=image_pe, attention_similarity=None,
