@@ -47,6 +47,9 @@ def register(sub) -> None:
     c.add_argument("--images", action="store_true", help="also decode every image (needs --image-root)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.add_argument("--strict", action="store_true", help="exit 1 if anything would be dropped")
+    c.add_argument("--use", choices=("train", "eval"), default="train",
+                   help="check as training reads the records (zero-area boxes dropped; default) or as "
+                        "evaluation does (every region kept and scored)")
     c.set_defaults(func=run_check)
 
     v = data_sub.add_parser("verify", help="check a data folder's files against its manifest.json")
@@ -91,7 +94,7 @@ def run_check(args) -> int:
 
     if args.images and not args.image_root:
         raise ValueError("--images needs --image-root")
-    ds = RegionDataset(args.records, args.image_root or ".", train=False)
+    ds = RegionDataset(args.records, args.image_root or ".", train=args.use == "train")
     report = ds.check(images=args.images)
     print(report.to_json() if args.json else f"{len(ds)} images checked\n{report}")
     dropped = report.count(action="dropped-image") + report.count(action="dropped-region")

@@ -7,7 +7,9 @@ fixed or dropped, and the collator merges those into the batch (paper.md §3 for
 - train: large-scale jitter + flip (``TransformConfig``), ``regions_per_image`` random regions
   among those the crop keeps (fewer if the image has fewer), one random phrase per region;
 - eval: SAM resize only, all regions in order, the first phrase as target, all phrases kept as
-  references (raw, untruncated).
+  references (raw, untruncated). Zero-area boxes are kept and prompted at evaluation (VG-full scores
+  every region of the file; the reference code drops empty boxes in training only) and reported as
+  ``box_empty`` / ``kept``; in training they are dropped.
 
 Randomness comes from ``np.random.default_rng([seed, epoch, index])``: the same sample for the same
 (seed, epoch, index) whatever the number of workers. Call ``set_epoch`` before each epoch (the
@@ -91,12 +93,14 @@ class BadSample:
     report: DataReport
 
 
-def clean_regions(record: ImageRecord, report: DataReport, *, outside_tolerance: float = 1.0) -> list[CleanRegion]:
+def clean_regions(record: ImageRecord, report: DataReport, *, outside_tolerance: float = 1.0,
+                  keep_empty: bool = False) -> list[CleanRegion]:
     """Check every region of ``record``; fix what can be fixed, drop the rest, report both.
 
     Inverted boxes are swapped, boxes outside the image clamped (reported beyond ``outside_tolerance``
-    pixels), non-finite or zero-area boxes dropped; phrases that are not strings or are blank are
-    dropped, and a region without any phrase left is dropped.
+    pixels), non-finite boxes dropped, zero-area boxes dropped (or, with ``keep_empty``, kept and
+    reported); phrases that are not strings or are blank are dropped, and a region without any phrase
+    left is dropped.
     """
     out = []
     w, h = record.width, record.height
@@ -118,8 +122,10 @@ def clean_regions(record: ImageRecord, report: DataReport, *, outside_tolerance:
             add("box_outside", "fixed", f"box {reg.box} clamped to the {w}x{h} image")
         box = clamped
         if box[2] - box[0] <= 0 or box[3] - box[1] <= 0:
-            add("box_empty", "dropped-region", f"box {reg.box} has zero area in the {w}x{h} image")
-            continue
+            add("box_empty", "kept" if keep_empty else "dropped-region",
+                f"box {reg.box} has zero area in the {w}x{h} image")
+            if not keep_empty:
+                continue
         phrases, notes, kept = reg.phrases, [], []
         if isinstance(phrases, str):
             notes.append(("caption_invalid", "phrases is a string, not a list; used as one phrase"))
@@ -237,17 +243,19 @@ class RegionDataset(Dataset):
         if rec.width <= 0 or rec.height <= 0:
             report.add("record_invalid", "dropped-image", rec.image_id, None, f"size {rec.width}x{rec.height}")
             return BadSample(rec.image_id, index, report)
-        regions = clean_regions(rec, report)
+        regions = clean_regions(rec, report, keep_empty=not self.train)
         if not regions:
             report.add("no_regions", "dropped-image", rec.image_id, None, f"{len(rec.regions)} region(s), none usable")
             return BadSample(rec.image_id, index, report)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         boxes = np.stack([r.box for r in regions])
         geom, keep = self._geometry(rec, boxes, rng)
-        if not self.train:
-            for r in (r for r, k in zip(regions, keep, strict=True) if not k):
-                report.add("box_empty", "dropped-region", rec.image_id, r.region_id,
-                           f"box {r.box.tolist()} vanishes at size {self.transform.image_size}")
+        if not self.train:  # every region is prompted and scored, however small
+            for r in (r for r, k in zip(regions, keep, strict=True) if not k and (r.box[2:] > r.box[:2]).all()):
+                report.add("box_empty", "kept", rec.image_id, r.region_id,
+                           f"box {r.box.tolist()} is under {self.transform.min_box_size} px at size "
+                           f"{self.transform.image_size}")
+            keep = np.ones_like(keep)
         chosen = np.flatnonzero(keep)
         if self.train and len(chosen) > self.regions_per_image:
             chosen = rng.choice(chosen, size=self.regions_per_image, replace=False)
@@ -340,7 +348,7 @@ class RegionDataset(Dataset):
         report = DataReport().merge(self.load_report)
         for i in range(len(self)):
             rec = self.records[i]
-            if not clean_regions(rec, report):
+            if not clean_regions(rec, report, keep_empty=not self.train):
                 report.add("no_regions", "dropped-image", rec.image_id, None, f"{len(rec.regions)} region(s), none usable")
             if images:
                 self._load(rec, resize_geometry(max(rec.width, 1), max(rec.height, 1), self.transform.image_size), report)

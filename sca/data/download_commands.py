@@ -4,6 +4,7 @@
     sca download vg --root data/vg                   # annotations + images
     sca download coco --only annotations             # just the annotation zip
     sca download vg-grit --from ~/my_copies          # files you already have (or their unpacked content)
+    sca download coco --split val --from ~/coco      # only what the val split needs
     sca download vg --mirror http://host/vg/         # <mirror>/<filename> instead of each URL
 """
 
@@ -25,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--from", dest="from_dir", metavar="DIR",
                    help="use files you already have in DIR (archives, or their unpacked content) instead of downloading")
     p.add_argument("--only", choices=PARTS, help="only the annotations or only the images")
+    p.add_argument("--split", action="append", dest="splits", metavar="SPLIT",
+                   help="only the files this split needs (repeat for several; coco, o365, v3det: train, val; "
+                        "vg-grit: train, test); files that serve every split are always fetched")
     p.add_argument("--mirror", metavar="URL", help="download <URL>/<filename> instead of each file's own URL")
     p.add_argument("--keep-archives", action="store_true", help="keep zip/tar files after unpacking them")
     p.add_argument("--no-verify", action="store_true", help="skip size and checksum checks (not recommended)")
@@ -65,11 +69,21 @@ def run(args) -> int:
         return 2
     root = args.root or _default_root(args.name)
     parts = (args.only,) if args.only else PARTS
+    if args.splits:
+        from sca.data.sources import get_source, source_splits
+
+        known = source_splits(get_source(args.name))
+        bad = [s for s in args.splits if s not in known]
+        if bad:
+            print(f"sca download: error: {args.name} has no split-specific files for {bad}; "
+                  + (f"its splits: {known}" if known else "every one of its files serves all splits (omit --split)"),
+                  file=sys.stderr)
+            return 2
     try:
-        actions = fetch(args.name, root, from_dir=args.from_dir, parts=parts, mirror=args.mirror,
+        actions = fetch(args.name, root, from_dir=args.from_dir, parts=parts, splits=args.splits, mirror=args.mirror,
                         verify=not args.no_verify, progress=not args.no_progress,
                         keep_archives=args.keep_archives, log=lambda msg: print(msg, file=sys.stderr))
-    except DownloadError as err:
+    except (DownloadError, FileNotFoundError) as err:
         print(f"sca download: error: {err}", file=sys.stderr)
         return 1
     for filename, action in actions.items():

@@ -7,7 +7,9 @@ travel with the batches from the DataLoader workers to the trainer, which merges
 the first few examples of each kind, naming their ids).
 
 Actions: ``fixed`` (the sample was corrected and kept, e.g. a grayscale image converted, an inverted
-box swapped), ``dropped-region`` (one region left out), ``dropped-image`` (the whole image left out).
+box swapped), ``kept`` (odd but used as it is, e.g. a zero-area box scored at evaluation, as VG-full
+scores every region), ``dropped-region`` (one region left out), ``dropped-image`` (the whole image
+left out).
 Counts are occurrences in loaded samples: an image drawn in three epochs counts three times.
 """
 
@@ -18,7 +20,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
-ACTIONS = ("fixed", "dropped-region", "dropped-image")
+ACTIONS = ("fixed", "kept", "dropped-region", "dropped-image")
 
 # Known kinds, with what they mean. Adding a kind needs no code change; these are documentation.
 KINDS = {

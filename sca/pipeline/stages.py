@@ -94,26 +94,12 @@ def _synthetic_data(p: dict[str, Any], out: Path) -> dict[str, Any]:
 
 
 def _real_data(p: dict[str, Any], out: Path) -> dict[str, Any]:
-    from sca.data.download import fetch
-    from sca.data.io import write_records
-    from sca.data.readers import get_dataset, read_dataset
+    """Every item of ``datasets`` (keys: ``sca.data.prepare.DataItem``) fetched, converted and checked."""
+    from sca.data.prepare import prepare_item
 
     summary: dict[str, Any] = {}
     for item in p["datasets"]:
-        spec = get_dataset(item["name"])
-        root = Path(item.get("root") or spec.default_root)
-        if item.get("download", True):
-            fetch(spec.download, root, from_dir=item.get("from") or None, parts=tuple(item.get("parts", ("annotations", "images"))))
-        for split in item["splits"]:
-            records = read_dataset(item["name"], root, split, **item.get("options", {}))
-            name = item.get("as", item["name"])
-            target = out / name / f"{split}.jsonl.gz"
-            stats = write_records(target, records)
-            link = out / name / "images"
-            if not link.exists():
-                link.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(root.resolve(), link)
-            summary[f"{name}/{split}"] = {"stats": stats, "issues": records.report.summary()}
+        summary.update(prepare_item(item, out))
     write_json(out / "summary.json", summary)
     return summary
 

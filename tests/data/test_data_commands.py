@@ -41,6 +41,9 @@ def test_check_reports_bad_records_and_strict_fails(tmp_path, capsys):
     assert main(["data", "check", str(tmp_path / "r.jsonl"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["counts"] == {"box_empty/dropped-region": 1, "box_inverted/fixed": 1}
+    # evaluation prompts and scores every region, the zero-area one too (VG-full)
+    assert main(["data", "check", str(tmp_path / "r.jsonl"), "--json", "--use", "eval"]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"] == {"box_empty/kept": 1, "box_inverted/fixed": 1}
     assert main(["data", "check", str(tmp_path / "r.jsonl"), "--strict"]) == 1
     assert main(["data", "check", str(tmp_path / "r.jsonl"), "--image-root", str(tmp_path), "--images"]) == 0
     assert "image_missing" in capsys.readouterr().out

@@ -169,14 +169,16 @@ def test_every_bad_input_is_handled_or_reported(bad_set):
     ds = RegionDataset(recs, root, train=False, transform=TransformConfig(image_size=S), max_caption_chars=100)
     items = {rec.image_id: ds[i] for i, rec in enumerate(recs)}
     kept = {k for k, v in items.items() if isinstance(v, Sample)}
-    assert kept == {"ok", "gray", "rgba", "g16", "cmyk", "exif-displayed", "exif-raw", "resized", "boxes", "captions"}
+    # evaluation keeps zero-area regions (VG-full scores every region): "no-regions" has one such box
+    assert kept == {"ok", "gray", "rgba", "g16", "cmyk", "exif-displayed", "exif-raw", "resized", "boxes", "captions",
+                    "no-regions"}
     from sca.data.report import DataReport
 
     report = DataReport(keep=100)
     for item in items.values():
         report.merge(item.report)
     expect_dropped = {"missing": "image_missing", "truncated": "image_corrupt", "corrupt": "image_corrupt",
-                      "aspect": "image_size_mismatch", "no-regions": "no_regions", "empty": "no_regions"}
+                      "aspect": "image_size_mismatch", "empty": "no_regions"}
     for image_id, kind in expect_dropped.items():
         assert isinstance(items[image_id], BadSample) and (kind, "dropped-image") in _kinds(report, image_id)
     assert ("image_missing", "dropped-image") in _kinds(report, "missing")
@@ -192,14 +194,23 @@ def test_every_bad_input_is_handled_or_reported(bad_set):
         x0, y0, x1, y1 = (int(round(v)) for v in s.boxes[0].tolist())
         inside = s.pixel_values[:, y0 + 2:y1 - 2, x0 + 2:x1 - 2].mean().item()
         assert inside > 1.5, image_id  # white, normalised (~2.0); the dark background is ~ -1.7
-    # boxes: inverted swapped, outside clamped, zero-area / beyond / NaN dropped, each with its region id
+    # boxes: inverted swapped, outside clamped, NaN dropped; zero-area (and clamped to zero) kept at
+    # evaluation, dropped in training; each with its region id
     b = items["boxes"]
-    assert b.region_ids == ["inv", "out"]
-    np.testing.assert_allclose(b.geometry.boxes_to_original(b.boxes.numpy()), [[10, 20, 30, 40], [45, 0, 80, 25]], atol=1e-3)
+    assert b.region_ids == ["inv", "out", "zero", "beyond"]
+    np.testing.assert_allclose(b.geometry.boxes_to_original(b.boxes.numpy()),
+                               [[10, 20, 30, 40], [45, 0, 80, 25], [10, 20, 10, 40], [80, 60, 80, 60]], atol=1e-3)
     issues = {(i.kind, i.action, i.region_id) for i in report.issues() if i.image_id == "boxes"}
     assert issues == {("box_inverted", "fixed", "inv"), ("box_outside", "fixed", "out"),
-                      ("box_empty", "dropped-region", "zero"), ("box_outside", "fixed", "beyond"),
-                      ("box_empty", "dropped-region", "beyond"), ("box_nonfinite", "dropped-region", "nan")}
+                      ("box_empty", "kept", "zero"), ("box_outside", "fixed", "beyond"),
+                      ("box_empty", "kept", "beyond"), ("box_nonfinite", "dropped-region", "nan")}
+    train = RegionDataset(recs, root, train=True, transform=TransformConfig(image_size=S), max_caption_chars=100)
+    index = {rec.image_id: i for i, rec in enumerate(recs)}
+    tb = train[index["boxes"]]
+    assert sorted(tb.region_ids) == ["inv", "out"]
+    assert {(i.kind, i.action, i.region_id) for i in tb.report.issues() if i.kind == "box_empty"} == {
+        ("box_empty", "dropped-region", "zero"), ("box_empty", "dropped-region", "beyond")}
+    assert isinstance(train[index["no-regions"]], BadSample)
     # captions: blanks dropped, long cut (reference kept whole), unicode kept, non-strings dropped
     c = items["captions"]
     assert c.region_ids == ["blank+ok", "long", "unicode", "notstr", "str"]
@@ -244,9 +255,11 @@ def test_unforeseen_errors_are_reported_unless_strict(tmp_path, monkeypatch):
 
 def test_check_runs_over_the_whole_set(bad_set):
     root, recs = bad_set
-    report = RegionDataset(recs, root, train=False).check(images=True)
+    report = RegionDataset(recs, root, train=True).check(images=True)
     assert report.count("image_missing") == 1 and report.count("image_corrupt") == 2
     assert report.count("box_nonfinite") == 1 and report.count("no_regions", "dropped-image") == 2
+    evaluation = RegionDataset(recs, root, train=False).check()  # the zero-area region is scored there
+    assert evaluation.count("no_regions", "dropped-image") == 1 and evaluation.count("box_empty", "kept") == 3
 
 
 def test_bad_record_lines_are_counted_when_loading(tmp_path):
