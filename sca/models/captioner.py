@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sca.models.config import SCAConfig
+from sca.models.config import SCAConfig, dtype_name
 from sca.models.lms import LanguageModel
 from sca.models.mixer import TextFeatureMixer, init_new_module
-from sca.models.segmenters.base import Prompts, Segmenter, SegmenterOutput
+from sca.models.segmenters.base import DECODER_LAYER_NORM_EPS_OPTION, Prompts, Segmenter, SegmenterOutput
 from sca.models.text import IGNORE_INDEX, CaptionBatch
 
 __all__ = ["CaptionResult", "SCAModel", "SCAOutput", "flatten_regions"]
@@ -73,6 +73,9 @@ class SCAModel(nn.Module):
 
     Build from a config (parts come from the registries) or hand in built parts:
     ``SCAModel(SCAConfig(...))`` or ``SCAModel(config, segmenter=..., language_model=...)``.
+    Every part ends up in ``config.dtype`` (float32 by default). The image-encoder spec may carry
+    ``decoder_layer_norm_eps`` (any SAM-based entry): the LayerNorm eps of the mask decoder's two-way
+    transformer, set after building (1e-5 = segment-anything's; checkpoints record it).
 
     Trainable by default (paper.md §1): the mixer, its caption queries, the task tokens and the
     projection (+ any segmenter module the segmenter declares trainable, e.g. a backbone's neck;
@@ -93,10 +96,13 @@ class SCAModel(nn.Module):
         self.config = config
         if segmenter is None:
             name, options = config.part_options("image_encoder")
-            segmenter = image_encoders.build(name, **options)
+            eps = options.pop(DECODER_LAYER_NORM_EPS_OPTION, None)
+            segmenter = _build_part(image_encoders, name, options, config.dtype)
+            if eps is not None:
+                segmenter.set_decoder_layer_norm_eps(float(eps))
         if language_model is None:
             name, options = config.part_options("language_model")
-            language_model = language_models.build(name, **options)
+            language_model = _build_part(language_models, name, options, config.dtype)
         self.segmenter = segmenter
         self.lm = language_model
         block = segmenter.mixer_block_config()
@@ -117,6 +123,7 @@ class SCAModel(nn.Module):
         self.task_tokens = nn.Embedding(config.num_tasks * config.num_task_tokens, h)
         init_new_module(self.projection)
         init_new_module(self.task_tokens)
+        _cast_(self, config.torch_dtype)
         self.freeze()
         self._lm_logits_to_keep = "logits_to_keep" in inspect.signature(self.lm.model.forward).parameters
 
@@ -308,6 +315,29 @@ class SCAModel(nn.Module):
         from sca.models.hub import from_pretrained
 
         return from_pretrained(path_or_hub_id, **kwargs)
+
+
+def _build_part(registry, name: str, options: dict, dtype: str):
+    """Build a registry part in ``dtype``: handed to a factory that takes a ``dtype`` option (so
+    weights load straight into it); a spec whose own ``dtype`` differs is refused."""
+    own = options.get("dtype")
+    if own is not None and dtype_name(own) != dtype:
+        raise ValueError(
+            f"{registry.name} {name!r} has dtype {own!r} but SCAConfig.dtype is {dtype!r}: every part is "
+            "built in SCAConfig.dtype; set it there (or drop the part's dtype)"
+        )
+    if "dtype" in registry.get(name).options():
+        options = {**options, "dtype": dtype}
+    return registry.build(name, **options)
+
+
+def _cast_(model: nn.Module, dtype: torch.dtype) -> None:
+    """``model.to(dtype)``, except that rotary-embedding frequency buffers keep their dtype:
+    transformers recomputes them in float32 and keeps them so in any dtype (its ``_init_weights``)."""
+    keep = [(m, dict(m._buffers)) for m in model.modules() if "RotaryEmbedding" in type(m).__name__]
+    model.to(dtype)
+    for module, buffers in keep:
+        module._buffers.update(buffers)
 
 
 def _strip(row: list[int], eos: int, pad: int) -> list[int]:

@@ -11,7 +11,9 @@ import copy
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["SCAConfig", "PAPER_CONFIG", "TINY_CONFIG"]
+import torch
+
+__all__ = ["DTYPES", "SCAConfig", "PAPER_CONFIG", "TINY_CONFIG", "dtype_name"]
 
 
 @dataclass
@@ -28,6 +30,10 @@ class SCAConfig:
     freeze_lm: the LM is frozen by default; False tunes it (give it its own learning rate).
     use_sam_tokens: mixer queries include SAM's output tokens (the paper's final design).
     multimask_output: SAM returns 3 masks per region (its masks are an output, never supervised).
+    dtype: the one floating dtype every part is built in (segmenter, mixer, projection, task
+        tokens, LM): "float32" (default), "bfloat16" or "float16"; a torch.dtype is accepted and
+        stored by name. A checkpoint's own dtype (e.g. a ``torch_dtype`` in an LM config) does not
+        decide it.
     """
 
     image_encoder: dict[str, Any] = field(default_factory=lambda: {"name": "tiny-sam"})
@@ -41,6 +47,7 @@ class SCAConfig:
     freeze_lm: bool = True
     use_sam_tokens: bool = True
     multimask_output: bool = True
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         for part in ("image_encoder", "language_model"):
@@ -53,6 +60,7 @@ class SCAConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"SCAConfig.{name} must be a positive int, got {value!r}")
+        self.dtype = dtype_name(self.dtype)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"SCAConfig.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
 
@@ -70,6 +78,21 @@ class SCAConfig:
     def part_options(self, part: str) -> tuple[str, dict[str, Any]]:
         spec = dict(getattr(self, part))
         return spec.pop("name"), spec
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def dtype_name(dtype: str | torch.dtype) -> str:
+    """``torch.bfloat16`` / ``"bfloat16"`` / ``"torch.bfloat16"`` -> ``"bfloat16"``; one of ``DTYPES``."""
+    name = str(dtype).removeprefix("torch.") if isinstance(dtype, (str, torch.dtype)) else None
+    if name not in DTYPES:
+        raise ValueError(f"SCAConfig.dtype must be one of {list(DTYPES)} (or the torch dtype), got {dtype!r}")
+    return name
 
 
 # The paper's headline model (paper.md §1): SAM ViT-H + GPT2-large, 12-layer mixer.

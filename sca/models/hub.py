@@ -16,9 +16,12 @@ A checkpoint folder holds:
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,8 @@ from transformers import PreTrainedModel
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 LOCAL_PREFIX = "./"  # part weights relative to the checkpoint folder
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["from_pretrained", "load_reference_checkpoint", "resolve_checkpoint_dir", "save_pretrained"]
 
@@ -69,22 +74,25 @@ def save_pretrained(model, directory: str | os.PathLike, *, embed_frozen: str = 
     """
     if embed_frozen not in ("auto", "always"):
         raise ValueError(f"embed_frozen must be 'auto' or 'always', got {embed_frozen!r}")
-    from sca.models.segmenters.base import SamSegmenter
+    from sca.models.segmenters.base import DECODER_LAYER_NORM_EPS_OPTION, SamSegmenter
 
     config = model.config.to_dict()
     state = {k: v.contiguous() for k, v in model.trainable_state_dict().items() if not k.startswith("lm.")}
     with _atomic_dir(Path(directory)) as tmp:
         seg = model.segmenter
         if embed_frozen == "always" or not _known_source(seg.source.get("weights")):
-            name = config["image_encoder"]["name"]
             if isinstance(seg, SamSegmenter) and isinstance(seg.sam.vision_encoder, PreTrainedModel):
+                # The folder's config sets the structure; the other options (e.g. hq_token_only) stay.
                 seg.sam.save_pretrained(tmp / "image_encoder")
-                config["image_encoder"] = {"name": name, "weights": LOCAL_PREFIX + "image_encoder"}
+                config["image_encoder"] = {**config["image_encoder"], "weights": LOCAL_PREFIX + "image_encoder"}
             else:
                 # A composed segmenter (e.g. TinyViT or a backbone in front of SAM's decoder): its
                 # structure is set by its options; its weights go with the others.
                 config["image_encoder"] = {**config["image_encoder"], "weights": None}
                 state.update({f"segmenter.{k}": v.contiguous() for k, v in seg.state_dict().items()})
+        eps = seg.decoder_layer_norm_eps  # e.g. 1e-5 after an original SAM file: rebuilt as it ran
+        if eps is not None:
+            config["image_encoder"][DECODER_LAYER_NORM_EPS_OPTION] = eps
         lm = model.lm
         if embed_frozen == "always" or not model.config.freeze_lm or not _known_source(lm.source.get("weights")):
             lm.model.save_pretrained(tmp / "language_model")
@@ -141,22 +149,27 @@ def from_pretrained(
     *,
     revision: str | None = None,
     device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
     **config_overrides: Any,
 ):
     """Load an SCA checkpoint (this project's or the reference code's) from a folder or a hub id.
 
+    dtype: every part's dtype (SCAConfig.dtype): None keeps the checkpoint's SCAConfig.dtype
+        (float32 for the reference code's checkpoints, whatever their LM config's torch_dtype says).
     config_overrides: SCAConfig fields to change (e.g. ``language_model={...}`` to point at a local
     copy of the LM)."""
     from sca.models.captioner import SCAModel
     from sca.models.config import SCAConfig
 
+    if dtype is not None:
+        config_overrides["dtype"] = dtype
     root = resolve_checkpoint_dir(path_or_hub_id, revision)
     config_path = root / CONFIG_NAME
     if not config_path.is_file():
         raise FileNotFoundError(f"checkpoint folder {str(root)!r} has no {CONFIG_NAME}")
     raw = json.loads(config_path.read_text())
     if "mask_caption_decoder_config" in raw:
-        model = load_reference_checkpoint(root, raw)
+        model = load_reference_checkpoint(root, raw, **config_overrides)
         return model.to(device) if device is not None else model
     if raw.get("model_type") != "sca":
         raise ValueError(f"{str(config_path)!r} is not an SCA config (model_type {raw.get('model_type')!r})")
@@ -175,16 +188,36 @@ def _load_strict_subset(model, state: dict[str, torch.Tensor], where: str) -> No
     """Load ``state`` into ``model``: every key must exist with its shape, and every trainable
     parameter must be given (frozen parts may come from elsewhere)."""
     own = model.state_dict()
-    unexpected = sorted(k for k in state if k not in own)
-    if unexpected:
-        raise ValueError(f"{where}: {len(unexpected)} unexpected key(s), e.g. {unexpected[:5]}")
-    wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if v.shape != own[k].shape]
-    if wrong:
-        raise ValueError(f"{where}: shape mismatch (key, file, model): {wrong[:5]}")
-    missing = sorted(k for k in model.trainable_state_dict() if k not in state and not k.startswith("lm."))
+    required = [k for k in model.trainable_state_dict() if not k.startswith("lm.")]
+    check_keys(own, state, required, f"checkpoint {where!r}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+
+
+def _names(keys: Iterable[str], limit: int = 20) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > limit else shown
+
+
+def check_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], required: Iterable[str], where: str,
+               *, unmapped: Iterable[str] = (), rename=lambda k: k) -> None:
+    """One ValueError naming every missing key (of ``required``), every unexpected key (in ``state``
+    but not ``own``, plus ``unmapped`` names) and every shape mismatch, or nothing.
+
+    rename: shows a key of ``own`` by its name in the file (e.g. the reference code's name)."""
+    missing = [rename(k) for k in required if k not in state]
+    unexpected = [rename(k) for k in state if k not in own] + list(unmapped)
+    wrong = [f"{rename(k)}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+             for k, v in state.items() if k in own and v.shape != own[k].shape]
+    parts = []
     if missing:
-        raise ValueError(f"{where}: {len(missing)} trained parameter(s) missing, e.g. {missing[:5]}")
-    model.load_state_dict(state, strict=False)
+        parts.append(f"{len(missing)} missing key(s): {_names(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {_names(unexpected)}")
+    if wrong:
+        parts.append(f"{len(wrong)} shape mismatch(es): {'; '.join(wrong[:10])}" + (" ..." if len(wrong) > 10 else ""))
+    if parts:
+        raise ValueError(f"{where} does not fit the model it is loaded into: " + " | ".join(parts))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -216,23 +249,34 @@ def map_reference_key(key: str) -> str | None:
     return None
 
 
-def read_state_dict(root: Path) -> dict[str, torch.Tensor]:
-    """The weights of a transformers checkpoint folder: safetensors (single or sharded) or
-    pytorch_model.bin (single or sharded), the latter read with weights_only=True (no code runs)."""
-    for index_name, loader in (("model.safetensors.index.json", load_file),
-                               ("pytorch_model.bin.index.json", _torch_load_safe)):
+def unmap_reference_key(key: str) -> str:
+    """Our parameter name -> the reference code's (inverse of ``map_reference_key``)."""
+    for old, new in REFERENCE_KEY_MAP:
+        if key.startswith(new):
+            return old + key[len(new):]
+    return key
+
+
+def weight_files(root: Path) -> list[Path]:
+    """The weight files of a transformers checkpoint folder: safetensors (single or sharded) or
+    pytorch_model.bin (single or sharded)."""
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = root / index_name
         if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            state: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                state.update(loader(str(root / shard)))
-            return state
-    if (root / "model.safetensors").is_file():
-        return load_file(str(root / "model.safetensors"))
-    if (root / "pytorch_model.bin").is_file():
-        return _torch_load_safe(str(root / "pytorch_model.bin"))
+            return [root / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (root / name).is_file():
+            return [root / name]
     raise FileNotFoundError(f"{str(root)!r} holds no model.safetensors or pytorch_model.bin (sharded or not)")
+
+
+def read_state_dict(root: Path) -> dict[str, torch.Tensor]:
+    """The weights of a transformers checkpoint folder (see ``weight_files``); pytorch_model.bin
+    files are read with weights_only=True (no code runs)."""
+    state: dict[str, torch.Tensor] = {}
+    for path in weight_files(root):
+        state.update(load_file(str(path)) if path.suffix == ".safetensors" else _torch_load_safe(str(path)))
+    return state
 
 
 def _torch_load_safe(path: str) -> dict[str, torch.Tensor]:
@@ -240,7 +284,8 @@ def _torch_load_safe(path: str) -> dict[str, torch.Tensor]:
 
 
 def reference_config(raw: dict[str, Any], root: Path):
-    """SCAConfig equivalent of a reference config.json."""
+    """SCAConfig equivalent of a reference config.json. The LM config's ``torch_dtype`` / ``dtype``
+    (float16 in the released files) is dropped: SCAConfig.dtype (float32) builds every part."""
     from sca.models.config import SCAConfig
 
     dec = dict(raw["mask_caption_decoder_config"])
@@ -257,7 +302,8 @@ def reference_config(raw: dict[str, Any], root: Path):
         from sca.models.lms import GPT2_TOKENIZER_DIR
 
         tokenizer = str(GPT2_TOKENIZER_DIR)
-    lm_config = {k: v for k, v in text.items() if not k.startswith("_") and k not in ("architectures", "transformers_version")}
+    lm_config = {k: v for k, v in text.items() if not k.startswith("_")
+                 and k not in ("architectures", "transformers_version", "torch_dtype", "dtype")}
     return SCAConfig(
         image_encoder={"name": "sam", "sam_config": sam_config},
         language_model={"name": "causal-lm", "config": lm_config, "tokenizer": tokenizer},
@@ -267,26 +313,82 @@ def reference_config(raw: dict[str, Any], root: Path):
     )
 
 
-def load_reference_checkpoint(root: Path, raw: dict[str, Any] | None = None):
-    """Load a checkpoint saved by the reference code into an SCAModel (all weights from the file)."""
-    from sca.models.captioner import SCAModel
+def drop_recomputed_buffers(model, state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Remove from ``state`` (in place) the tensors of buffers the current code recomputes instead of
+    storing: keys ``model`` does not hold whose last two name parts are those of one of its
+    non-persistent buffers (transformers 4.30's per-layer ``rotary_emb.inv_freq``; today one
+    non-persistent ``model.rotary_emb.inv_freq``), or that match the LM's
+    ``_keys_to_ignore_on_load_unexpected`` (GPT-2's old ``attn.bias`` masks). -> {pattern: keys}."""
+    recomputed = {".".join(n.split(".")[-2:]) for n, _ in model.named_buffers() if n not in own}
+    lm_patterns = sorted(getattr(model.lm.model, "_keys_to_ignore_on_load_unexpected", None) or ())
+    dropped: dict[str, list[str]] = {}
+    for key in [k for k in state if k not in own]:
+        pattern = ".".join(key.split(".")[-2:])
+        if pattern not in recomputed:
+            rel = key.removeprefix("lm.model.")
+            pattern = next((p for p in lm_patterns if rel != key and re.search(p, rel)), None)
+        if pattern is not None:
+            dropped.setdefault(pattern, []).append(key)
+            del state[key]
+    return dropped
 
+
+def fill_tied(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], where: str) -> list[str]:
+    """Give every tied tensor of the model (names of one storage in ``own``, e.g. GPT-2's
+    ``lm_head.weight`` = ``transformer.wte.weight``) the value the checkpoint stores under any of its
+    names: safetensors files keep one name only. -> the names filled in."""
+    groups: dict[tuple, list[str]] = {}
+    for name, t in own.items():
+        if t.numel() and t.device.type != "meta":
+            groups.setdefault((t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape)), []).append(name)
+    filled = []
+    for names in groups.values():
+        given = [n for n in names if n in state]
+        if len(names) < 2 or not given:
+            continue
+        value = state[given[0]]
+        for other in given[1:]:
+            if state[other].shape != value.shape or not torch.equal(state[other], value):
+                raise ValueError(f"{where}: {given[0]!r} and {other!r} are one tied tensor in the model, "
+                                 "but the checkpoint gives them different values")
+        for name in names:
+            if name not in state:
+                state[name] = value
+                filled.append(name)
+    return filled
+
+
+def load_reference_checkpoint(root: Path, raw: dict[str, Any] | None = None, **config_overrides: Any):
+    """Load a checkpoint saved by the reference code into an SCAModel (all weights from the file).
+
+    config_overrides: SCAConfig fields to change (e.g. ``dtype="bfloat16"``).
+    Tensors of buffers today's transformers recomputes are dropped with a warning; tied weights
+    stored once are tied; anything else that does not fit is one ValueError naming the file(s)."""
+    from sca.models.captioner import SCAModel
+    from sca.models.config import SCAConfig
+
+    root = Path(root)
     raw = raw if raw is not None else json.loads((root / CONFIG_NAME).read_text())
-    model = SCAModel(reference_config(raw, root))
-    state = {}
+    config = reference_config(raw, root)
+    if config_overrides:
+        config = SCAConfig.from_dict({**config.to_dict(), **config_overrides})
+    model = SCAModel(config)
+    files = weight_files(root)
+    where = "reference checkpoint " + ", ".join(repr(str(f)) for f in files)
+    state: dict[str, torch.Tensor] = {}
     unmapped = []
     for key, value in read_state_dict(root).items():
         new = map_reference_key(key)
         (unmapped.append(key) if new is None else state.__setitem__(new, value))
-    if unmapped:
-        raise ValueError(f"reference checkpoint {str(root)!r}: unknown parameter names {unmapped[:5]}")
     own = model.state_dict()
-    # SAM's tied positional embedding may be stored under one name only.
-    tied = "segmenter.sam.prompt_encoder.shared_embedding.positional_embedding"
-    if tied not in state and "segmenter.sam.shared_image_embedding.positional_embedding" in state:
-        state[tied] = state["segmenter.sam.shared_image_embedding.positional_embedding"]
-    missing = sorted(set(own) - set(state))
-    if missing:
-        raise ValueError(f"reference checkpoint {str(root)!r}: {len(missing)} missing parameter(s), e.g. {missing[:5]}")
+    dropped = drop_recomputed_buffers(model, state, own)
+    if dropped:
+        import transformers
+
+        logger.warning("%s: dropped %d tensor(s) of buffers that transformers %s recomputes and does not "
+                       "load: %s", where, sum(map(len, dropped.values())), transformers.__version__,
+                       "; ".join(f"{len(v)} x '*{p}' (e.g. {unmap_reference_key(v[0])})" for p, v in dropped.items()))
+    fill_tied(own, state, where)
+    check_keys(own, state, own, where, unmapped=unmapped, rename=unmap_reference_key)
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
     return model

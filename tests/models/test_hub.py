@@ -97,6 +97,34 @@ def test_missing_and_bad_checkpoints(tmp_path, model):
         from_pretrained(tmp_path / "ckpt")
 
 
+def test_own_checkpoint_misfit_is_one_error_with_every_key(model, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model.save_pretrained(tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / "model.safetensors"
+    state = load_file(str(path))
+    state.pop("mixer.queries.weight")
+    state["mixer.bogus"] = torch.zeros(1)
+    state["projection.bias"] = torch.zeros(3)
+    save_file(state, str(path))
+    with pytest.raises(ValueError) as err:
+        from_pretrained(tmp_path / "ckpt")
+    msg = str(err.value)
+    assert repr(str(path)) in msg
+    assert "1 missing key(s): mixer.queries.weight" in msg
+    assert "1 unexpected key(s): mixer.bogus" in msg
+    assert "projection.bias: file (3,) vs model (32,)" in msg
+
+
+def test_image_encoder_options_survive_the_round_trip(tmp_path):
+    torch.manual_seed(0)
+    m = SCAModel(dataclasses.replace(TINY_CONFIG, image_encoder={"name": "tiny-sam-hq", "hq_token_only": True}))
+    m.save_pretrained(tmp_path / "ckpt")
+    spec = json.loads((tmp_path / "ckpt" / "config.json").read_text())["image_encoder"]
+    assert spec == {"name": "tiny-sam-hq", "hq_token_only": True, "weights": "./image_encoder"}
+    assert SCAModel.from_pretrained(tmp_path / "ckpt").segmenter.hq_token_only is True
+
+
 def _write_reference_checkpoint(model, folder, fmt):
     """A checkpoint laid out as the reference code saves it (names from its modeling file)."""
     inverse = [(new, old) for old, new in REFERENCE_KEY_MAP]

@@ -8,6 +8,7 @@ through the registry entries' own loading path.
 
 from __future__ import annotations
 
+import json
 from functools import partial
 
 import pytest
@@ -15,8 +16,9 @@ import torch
 from sam_oracles import ATOL, build_original_sam, original_decode, prompt_sets, randomize_, sam_pixels
 
 from sca.models import load_registries
-from sca.models.segmenters.base import Prompts
+from sca.models.segmenters.base import DECODER_EPS_CONFIG_KEY, Prompts
 from sca.models.segmenters.convert import (
+    ORIGINAL_DECODER_LAYER_NORM_EPS,
     CheckpointError,
     convert_original_sam_state_dict,
     load_original_sam_checkpoint,
@@ -134,15 +136,85 @@ def test_safetensors_file_loads_the_same(original_sam, sam_file, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+def decoder_eps(segmenter) -> set[float]:
+    return {m.eps for m in segmenter.sam.mask_decoder.transformer.modules() if isinstance(m, torch.nn.LayerNorm)}
+
+
 def test_hf_folder_round_trip(sam_file, tmp_path):
-    """A converted model saved as a Hugging Face folder loads back through the folder path."""
+    """A converted model saved as a Hugging Face folder loads back through the folder path, with the
+    original decoder's LayerNorm eps (recorded in the folder's config), so it computes the same."""
     ours = IMAGE_ENCODERS.build("tiny-sam", weights=str(sam_file)).eval()
+    assert decoder_eps(ours) == {ORIGINAL_DECODER_LAYER_NORM_EPS}
     ours.sam.save_pretrained(tmp_path / "hf")
+    saved = json.loads((tmp_path / "hf" / "config.json").read_text())["mask_decoder_config"]
+    assert saved[DECODER_EPS_CONFIG_KEY] == 1e-5 and saved["layer_norm_eps"] == 1e-6  # the mixer's stays
     again = IMAGE_ENCODERS.build("tiny-sam", weights=str(tmp_path / "hf")).eval()
+    assert decoder_eps(again) == {ORIGINAL_DECODER_LAYER_NORM_EPS}
     x = torch.randn(1, 3, 64, 64)
+    prompts = prompt_sets(64, 1, 2)["box"]
     with torch.no_grad():
-        torch.testing.assert_close(again.encode(x)["image_embeddings"], ours.encode(x)["image_embeddings"])
+        a, b = ours.decode(ours.encode(x), prompts), again.decode(again.encode(x), prompts)
+    assert torch.equal(a.masks, b.masks) and torch.equal(a.iou_scores, b.iou_scores)
     assert again.source == {"weights": str(tmp_path / "hf")}
+
+
+@pytest.fixture(scope="module")
+def sam_hq_file(tmp_path_factory):
+    pytest.importorskip("segment_anything_hq")
+    torch.manual_seed(6)
+    path = tmp_path_factory.mktemp("sam_hq") / "sam_hq_vit_tiny.pth"
+    torch.save(build_original_sam("segment_anything_hq").state_dict(), path)
+    return path
+
+
+def captioner_outputs(model):
+    """masks, IoU scores and caption logits of one forward pass (box prompts, two regions)."""
+    from sca.models.text import encode_captions
+
+    pixels = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+    prompts = prompt_sets(64, 1, 2)["box"]
+    with torch.no_grad():
+        out = model(pixel_values=pixels, prompts=prompts, return_logits=True,
+                    captions=encode_captions(model.lm.tokenizer, ["a red circle", "two cats"]))
+    return out.masks, out.iou_scores, out.logits
+
+
+@pytest.mark.parametrize("name, file", [("tiny-sam", "sam_file"), ("tiny-sam-hq", "sam_hq_file"),
+                                        ("tiny-timm-samvit", "sam_file")])
+def test_captioner_from_an_original_file_saves_and_reloads_identically(name, file, request, tmp_path):
+    """The original decoder's eps (1e-5) survives save_pretrained / from_pretrained: in the image
+    encoder folder (tiny-sam, tiny-sam-hq) or in the weights of a composed segmenter (timm's ViT);
+    config.json records it as the spec option decoder_layer_norm_eps either way."""
+    import dataclasses
+
+    from sca.models.captioner import SCAModel
+    from sca.models.config import TINY_CONFIG
+
+    torch.manual_seed(0)
+    weights = str(request.getfixturevalue(file))
+    model = SCAModel(dataclasses.replace(TINY_CONFIG, image_encoder={"name": name, "weights": weights})).eval()
+    assert model.segmenter.decoder_layer_norm_eps == ORIGINAL_DECODER_LAYER_NORM_EPS
+    model.save_pretrained(tmp_path / "ckpt")
+    spec = json.loads((tmp_path / "ckpt" / "config.json").read_text())["image_encoder"]
+    assert spec["decoder_layer_norm_eps"] == 1e-5 and spec["name"] == name
+    again = SCAModel.from_pretrained(tmp_path / "ckpt").eval()
+    assert decoder_eps(again.segmenter) == {ORIGINAL_DECODER_LAYER_NORM_EPS}
+    assert again.mixer.transformer.layers[0].layer_norm1.eps == model.mixer.transformer.layers[0].layer_norm1.eps
+    for label, a, b in zip(("masks", "iou_scores", "logits"), captioner_outputs(model), captioner_outputs(again),
+                           strict=True):
+        assert torch.equal(a, b), f"{name}: {label} differ by {(a - b).abs().max().item():.2e}"
+    # Saved again, the reloaded model records the same eps.
+    again.save_pretrained(tmp_path / "ckpt2")
+    assert json.loads((tmp_path / "ckpt2" / "config.json").read_text())["image_encoder"] == spec
+
+
+def test_decoder_eps_option_for_an_encoder_without_a_sam_decoder_is_refused():
+    from sca.models.segmenters.base import Segmenter
+
+    with pytest.raises(ValueError, match="only SAM-based image encoders take it"):
+        Segmenter().set_decoder_layer_norm_eps(1e-5)
+    with pytest.raises(ValueError, match=r"eps must be a float in \(0, 1\), got 0"):
+        IMAGE_ENCODERS.build("tiny-sam").set_decoder_layer_norm_eps(0)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -24,12 +24,50 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "DECODER_EPS_CONFIG_KEY",
+    "DECODER_LAYER_NORM_EPS_OPTION",
+    "ORIGINAL_DECODER_LAYER_NORM_EPS",
     "Prompts",
     "SamSegmenter",
     "Segmenter",
     "SegmenterOutput",
     "check_segmenter",
+    "recorded_decoder_eps",
+    "set_original_decoder_eps",
 ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The LayerNorm eps of SAM's two-way transformer
+# ---------------------------------------------------------------------------------------------------
+# segment-anything's TwoWayTransformer uses nn.LayerNorm's default eps (1e-5) in its blocks;
+# transformers' SamMaskDecoderConfig defaults to 1e-6 (and the converted hub configs keep 1e-6). With
+# 1e-6 the masks differ from SAM's by ~2e-5 relative. Loading an original file sets the decoder's
+# LayerNorms to 1e-5 (``set_original_decoder_eps``) and leaves ``layer_norm_eps`` alone, so that what
+# the config tells others (e.g. the caption mixer's block settings) does not depend on the file
+# format. The eps is recorded under its own config key (saved in a SAM folder's config.json) and, in
+# SCA checkpoints, as the image-encoder spec option (handled by SCAModel for every entry), so a saved
+# and reloaded model computes exactly what it computed before.
+ORIGINAL_DECODER_LAYER_NORM_EPS = 1e-5
+DECODER_EPS_CONFIG_KEY = "two_way_transformer_layer_norm_eps"  # of SamMaskDecoderConfig
+DECODER_LAYER_NORM_EPS_OPTION = "decoder_layer_norm_eps"  # of an image-encoder spec
+
+
+def set_original_decoder_eps(model: nn.Module, eps: float = ORIGINAL_DECODER_LAYER_NORM_EPS) -> None:
+    """Set every LayerNorm of a transformers SAM mask decoder's two-way transformer to ``eps``
+    (default: segment-anything's) and record it in ``model.config.mask_decoder_config``."""
+    if not (isinstance(eps, float) and 0.0 < eps < 1.0):
+        raise ValueError(f"decoder LayerNorm eps must be a float in (0, 1), got {eps!r}")
+    for module in model.mask_decoder.transformer.modules():
+        if isinstance(module, nn.LayerNorm):
+            module.eps = eps
+    setattr(model.config.mask_decoder_config, DECODER_EPS_CONFIG_KEY, eps)
+
+
+def recorded_decoder_eps(model: nn.Module) -> float | None:
+    """The eps ``set_original_decoder_eps`` set on ``model`` (or its loaded config records), else None."""
+    eps = getattr(model.config.mask_decoder_config, DECODER_EPS_CONFIG_KEY, None)
+    return None if eps is None else float(eps)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -197,6 +235,18 @@ class Segmenter(nn.Module):
         return []
 
     @property
+    def decoder_layer_norm_eps(self) -> float | None:
+        """The LayerNorm eps the mask decoder's two-way transformer was set to after building (e.g.
+        segment-anything's 1e-5 for weights from an original file), None if as built."""
+        return None
+
+    def set_decoder_layer_norm_eps(self, eps: float) -> None:
+        raise ValueError(
+            f"{type(self).__name__} has no SAM two-way transformer whose LayerNorm eps could be set "
+            f"(option {DECODER_LAYER_NORM_EPS_OPTION!r}={eps!r}); only SAM-based image encoders take it"
+        )
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
@@ -293,6 +343,13 @@ class SamSegmenter(Segmenter):
 
     def trainable_module_names(self) -> list[str]:
         return list(self._trainable)
+
+    @property
+    def decoder_layer_norm_eps(self) -> float | None:
+        return recorded_decoder_eps(self.sam)
+
+    def set_decoder_layer_norm_eps(self, eps: float) -> None:
+        set_original_decoder_eps(self.sam, eps)
 
     def decode(self, features: dict[str, Tensor], prompts: Prompts, multimask_output: bool = True) -> SegmenterOutput:
         embeddings = features["image_embeddings"]

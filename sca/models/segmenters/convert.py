@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .base import ORIGINAL_DECODER_LAYER_NORM_EPS, set_original_decoder_eps  # re-exported
+
 __all__ = [
     "ORIGINAL_DECODER_LAYER_NORM_EPS",
     "CheckpointError",
@@ -36,13 +38,6 @@ __all__ = [
     "read_state_dict",
     "sam_config_from_state_dict",
 ]
-
-# segment-anything's TwoWayTransformer uses nn.LayerNorm's default eps (1e-5) in its blocks;
-# transformers' SamMaskDecoderConfig defaults to 1e-6 (and the converted hub configs keep 1e-6). With
-# 1e-6 the masks differ from SAM's by ~2e-5 relative. Loading an original file sets the decoder's
-# LayerNorms to 1e-5 (``set_original_decoder_eps``) and leaves the config alone, so that what the
-# config tells others (e.g. the caption mixer's block settings) does not depend on the file format.
-ORIGINAL_DECODER_LAYER_NORM_EPS = 1e-5
 
 # Buffers of segment_anything's Sam that are not weights (non-persistent there, but tolerated).
 _IGNORED_ORIGINAL_KEYS = ("pixel_mean", "pixel_std")
@@ -307,14 +302,6 @@ def load_original_sam_checkpoint(
     load_state_dict_strict(model, converted, source=repr(str(path)), only=only)
     if any(k.startswith("mask_decoder.") for k in state):
         set_original_decoder_eps(model)
-
-
-def set_original_decoder_eps(model: nn.Module) -> None:
-    """Make a transformers SAM mask decoder's two-way transformer normalise as segment-anything's
-    (LayerNorm eps 1e-5; see ``ORIGINAL_DECODER_LAYER_NORM_EPS``)."""
-    for module in model.mask_decoder.transformer.modules():
-        if isinstance(module, nn.LayerNorm):
-            module.eps = ORIGINAL_DECODER_LAYER_NORM_EPS
 
 
 # ---------------------------------------------------------------------------------------------------

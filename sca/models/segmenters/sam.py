@@ -19,7 +19,7 @@ from transformers import SamConfig, SamMaskDecoderConfig, SamModel, SamPromptEnc
 
 from sca.registry import IMAGE_ENCODERS
 
-from .base import SamSegmenter
+from .base import SamSegmenter, recorded_decoder_eps, set_original_decoder_eps
 
 # Facts from facebookresearch/segment-anything build_sam.py: (width, depth, heads, global attention).
 SAM_SIZES = {
@@ -99,8 +99,12 @@ def load_sam_model(
         load_original_sam_checkpoint(model, path)
         return model.to(dtype) if dtype is not None else model
     if path.is_dir() or "/" in weights:
-        # A local Hugging Face folder or a hub id.
-        return model_cls.from_pretrained(str(path) if path.is_dir() else weights, dtype=dtype)
+        # A local Hugging Face folder or a hub id (a folder saved after an original file records the
+        # decoder's LayerNorm eps in its config).
+        model = model_cls.from_pretrained(str(path) if path.is_dir() else weights, dtype=dtype)
+        if (eps := recorded_decoder_eps(model)) is not None:
+            set_original_decoder_eps(model, eps)
+        return model
     raise FileNotFoundError(
         f"SAM weights {weights!r} are neither a file, a folder, a hub id (owner/name) nor a tag "
         f"({', '.join(sorted(tags or {})) or 'none'})"
