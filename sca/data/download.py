@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
-from sca.data.locate import FolderIndex
+from sca.data.locate import AmbiguousFileError, FolderIndex
 from sca.data.sources import PARTS, RemoteFile, Source, get_source
 
 __all__ = ["ChecksumError", "DownloadError", "UnsafeArchiveError", "download_file", "extract_archive",
@@ -368,6 +368,7 @@ def fetch(source: str | Source, root: str | Path, *, from_dir: str | Path | None
     manifest = _load_manifest(root)
     index = FolderIndex(Path(from_dir)) if from_dir is not None else None
     actions: dict[str, str] = {}
+    missing: list[tuple[str, str]] = []  # (filename, message) of files the --from copy lacks
     for f in src.files:
         if f.part not in parts or (splits is not None and f.split is not None and f.split not in splits):
             continue
@@ -378,7 +379,13 @@ def fetch(source: str | Source, root: str | Path, *, from_dir: str | Path | None
             actions[f.filename] = "present"
             continue
         if index is not None and not dest.is_file():
-            action, stats = _take_copy(index, root, src, f, splits, verify, log)
+            try:
+                action, stats = _take_copy(index, root, src, f, splits, verify, log)
+            except AmbiguousFileError:
+                raise
+            except FileNotFoundError as err:
+                missing.append((f.filename, str(err)))
+                continue
             origin = str(from_dir)
             if action == "linked":
                 actions[f.filename] = action
@@ -408,4 +415,8 @@ def fetch(source: str | Source, root: str | Path, *, from_dir: str | Path | None
         manifest[f.filename] = entry
         _save_manifest(root, manifest)
         actions[f.filename] = action
+    if missing:
+        more = f" ({len(missing)} files missing in all: {', '.join(n for n, _ in missing[:12])}" \
+               f"{', ...' if len(missing) > 12 else ''}; what was found is linked in {root})" if len(missing) > 1 else ""
+        raise FileNotFoundError(missing[0][1] + more)
     return actions

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["py2_pickle_dumps", "write_all", "write_coco", "write_o365", "write_refer", "write_v3det",
-           "write_vg", "write_vg_glamm", "write_vg_grit"]
+__all__ = ["O365_LAYOUTS", "py2_pickle_dumps", "write_all", "write_coco", "write_o365", "write_o365_archives",
+           "write_refer", "write_refer_zips", "write_v3det", "write_vg", "write_vg_glamm", "write_vg_grit"]
 
 # ---- images -----------------------------------------------------------------------------------------
 
@@ -59,17 +59,23 @@ VG_REGIONS = {
 VG_SPLITS = {"train": [1, 2, 3], "val": [4], "test": [5, 6]}
 
 
-def write_vg(root: str | Path, *, images: bool = True) -> Path:
-    """region_descriptions.json, image_data.json, densecap_splits.json, VG_100K*/<id>.jpg."""
+def write_vg(root: str | Path, *, images: bool = True, layout: str = "official") -> Path:
+    """region_descriptions.json, image_data.json, densecap_splits.json, VG_100K*/<id>.jpg.
+
+    layout: "official" (the json files beside the image folders) or "reference" (the reference code's:
+    the json files in annotations/)."""
+    if layout not in ("official", "reference"):
+        raise ValueError(f"VG fixture layout {layout!r} is not 'official' or 'reference'")
     root = Path(root)
+    ann = root / "annotations" if layout == "reference" else root
     meta = [{"width": w, "url": f"https://cs.stanford.edu/people/rak248/{folder}/{iid}.jpg", "height": h,
              "image_id": iid, "coco_id": None, "flickr_id": None} for iid, (folder, w, h) in VG_IMAGES.items()]
     regions = [{"regions": [{"region_id": rid, "width": w, "height": h, "image_id": iid, "phrase": text,
                              "y": y, "x": x} for rid, x, y, w, h, text in VG_REGIONS[iid]], "id": iid}
                for iid in VG_IMAGES]
-    _dump(root / "image_data.json", meta)
-    _dump(root / "region_descriptions.json", regions)
-    _dump(root / "densecap_splits.json", VG_SPLITS)
+    _dump(ann / "image_data.json", meta)
+    _dump(ann / "region_descriptions.json", regions)
+    _dump(ann / "densecap_splits.json", VG_SPLITS)
     if images:
         for iid, (folder, w, h) in VG_IMAGES.items():
             write_jpeg(root / folder / f"{iid}.jpg", w, h, seed=iid)
@@ -143,28 +149,88 @@ def write_coco(root: str | Path) -> Path:
     return root
 
 
-def write_o365(root: str | Path) -> Path:
-    """annotations/zhiyuan_objv2_{train,val}.json; images {split}/patchN/objects365_v*_<8 digits>.jpg."""
+O365_LAYOUTS = ("mmdetection", "official", "reference")
+
+
+def _o365_image_folder(layout: str, split: str, ver: str, patch: int) -> str:
+    if layout == "mmdetection" or (layout == "official" and split == "train"):
+        return f"{split}/patch{patch}"
+    return f"{split}/images/{ver}/patch{patch}"  # the val tree as served; the reference code's base dir
+
+
+def _o365_annotation_path(layout: str, split: str) -> str:
+    if layout == "official":
+        return f"{split}/zhiyuan_objv2_{split}.json"
+    if layout == "reference":
+        return "objects365v2_train_fixann.json" if split == "train" else "objects365v2_val.json"
+    return f"annotations/zhiyuan_objv2_{split}.json"
+
+
+def write_o365(root: str | Path, *, layout: str = "mmdetection") -> Path:
+    """Objects365 v2 in one of ``O365_LAYOUTS``:
+
+    mmdetection  annotations/zhiyuan_objv2_{train,val}.json, {train,val}/patchN/objects365_v*_<8 digits>.jpg
+    official     the dataset's own tree unpacked in place: train/zhiyuan_objv2_train.json, train/patchN/,
+                 val/zhiyuan_objv2_val.json, val/images/v1|v2/patchN/
+    reference    the reference code's: objects365v2_train_fixann.json, objects365v2_val.json,
+                 {train,val}/images/v1|v2/patchN/
+    The annotation files name images "images/v1/patchN/<name>" (v2 from patch 16), as the real ones do.
+    Every patch folder of a complete copy is there (51 train, 44 val); most are empty.
+    """
+    if layout not in O365_LAYOUTS:
+        raise ValueError(f"Objects365 fixture layout {layout!r} is not one of {O365_LAYOUTS}")
     root = Path(root)
     cats = [{"name": "Person", "id": 1}, {"name": "Sneakers", "id": 2}, {"name": "Other Shoes", "id": 4}]
-    layout = {"train": [(1, "v1", 0, 64, 48), (2, "v1", 1, 48, 48)], "val": [(16, "v1", 0, 64, 48)]}
+    entries = {"train": [(1, "v1", 0, 64, 48), (2, "v1", 1, 48, 48), (3, "v2", 16, 48, 64)],
+               "val": [(16, "v1", 0, 64, 48), (17, "v2", 16, 48, 48)]}
     anns = {"train": [_det_ann(11, 1, 1, [4.0, 4.0, 20.0, 40.0], isfake=0),
                       _det_ann(12, 1, 4, [30.0, 30.0, 10.0, 10.0], isfake=0),
-                      _det_ann(13, 2, 2, [1.0, 1.0, 50.0, 10.0], isfake=0)],  # 13 reaches x=51 > 48
-            "val": [_det_ann(21, 16, 2, [2.0, 2.0, 8.0, 8.0], isfake=0)]}
-    for split, entries in layout.items():
+                      _det_ann(13, 2, 2, [1.0, 1.0, 50.0, 10.0], isfake=0),  # 13 reaches x=51 > 48
+                      _det_ann(14, 3, 1, [2.0, 2.0, 20.0, 30.0], isfake=0)],
+            "val": [_det_ann(21, 16, 2, [2.0, 2.0, 8.0, 8.0], isfake=0),
+                    _det_ann(22, 17, 4, [10.0, 10.0, 20.0, 20.0], isfake=0)]}
+    for split, count in (("train", 51), ("val", 44)):
+        for patch in range(count):
+            (root / _o365_image_folder(layout, split, "v1" if patch < 16 else "v2", patch)).mkdir(parents=True,
+                                                                                                  exist_ok=True)
+    for split, items in entries.items():
         images = []
-        for iid, ver, patch, w, h in entries:
+        for iid, ver, patch, w, h in items:
             name = f"objects365_{ver}_{iid:08d}.jpg"
             images.append({"height": h, "id": iid, "license": 5, "width": w,
                            "file_name": f"images/{ver}/patch{patch}/{name}",
                            "url": f"http://o365.example/{name}"})
-            write_jpeg(root / split / f"patch{patch}" / name, w, h, seed=100 + iid)
+            write_jpeg(root / _o365_image_folder(layout, split, ver, patch) / name, w, h, seed=100 + iid)
         for a in anns[split]:
-            del a["segmentation"]  # Objects365 has boxes only
-        _dump(root / "annotations" / f"zhiyuan_objv2_{split}.json",
+            a.pop("segmentation", None)  # Objects365 has boxes only
+        _dump(root / _o365_annotation_path(layout, split),
               {"images": images, "annotations": anns[split], "categories": cats, "licenses": []})
     return root
+
+
+def write_o365_archives(folder: str | Path, *, nested: bool = False) -> Path:
+    """The Objects365 v2 files as the server keeps them: train/zhiyuan_objv2_train.tar.gz,
+    train/patchN.tar.gz, val/zhiyuan_objv2_val.json, val/images/v1|v2/patchN.tar.gz. Each patch
+    tarball holds patchN/<name>.jpg, or with ``nested`` images/vK/patchN/<name>.jpg."""
+    import tarfile
+    import tempfile
+
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory() as tmp:
+        unpacked = write_o365(Path(tmp) / "o365", layout="official")
+        for split in ("train", "val"):
+            for patch_dir in sorted(p for p in unpacked.glob(f"{split}/**/patch*") if p.is_dir()):  # all 95
+                ver = "v2" if int(patch_dir.name[5:]) >= 16 else "v1"
+                where = folder / (f"val/images/{ver}" if split == "val" else "train")
+                where.mkdir(parents=True, exist_ok=True)
+                with tarfile.open(where / f"{patch_dir.name}.tar.gz", "w:gz") as tf:
+                    inner = f"images/{ver}/{patch_dir.name}" if nested else patch_dir.name
+                    tf.add(patch_dir, arcname=inner)
+        (folder / "val").mkdir(parents=True, exist_ok=True)
+        (folder / "val/zhiyuan_objv2_val.json").write_bytes((unpacked / "val/zhiyuan_objv2_val.json").read_bytes())
+        with tarfile.open(folder / "train/zhiyuan_objv2_train.tar.gz", "w:gz") as tf:
+            tf.add(unpacked / "train/zhiyuan_objv2_train.json", arcname="zhiyuan_objv2_train.json")
+    return folder
 
 
 def write_v3det(root: str | Path) -> Path:
@@ -265,9 +331,14 @@ def _refs(split_by: str, dataset: str) -> list[dict[str, Any]]:
     return refs
 
 
-def write_refer(root: str | Path) -> Path:
-    """refcoco{,+,g}/instances.json + refs(unc|google|umd).p (Python 2 pickles) and train2014/ images."""
+def write_refer(root: str | Path, *, layout: str = "flat") -> Path:
+    """refcoco{,+,g}/instances.json + refs(unc|google|umd).p (Python 2 pickles) and the COCO train2014
+    images: in train2014/ (layout "flat"), or in images/mscoco/images/train2014/ as the refer
+    toolkit's data/ folder keeps them (layout "refer-toolkit")."""
+    if layout not in ("flat", "refer-toolkit"):
+        raise ValueError(f"refer fixture layout {layout!r} is not 'flat' or 'refer-toolkit'")
     root = Path(root)
+    image_dir = root / ("images/mscoco/images/train2014" if layout == "refer-toolkit" else "train2014")
     images = [{"license": 1, "file_name": f"COCO_train2014_{iid:012d}.jpg", "coco_url": "", "height": h,
                "width": w, "date_captured": "2013-11-14 16:28:13", "flickr_url": "", "id": iid}
               for iid, w, h in REFER_IMAGES]
@@ -277,8 +348,25 @@ def write_refer(root: str | Path) -> Path:
         for split_by in split_bys:
             (root / dataset / f"refs({split_by}).p").write_bytes(py2_pickle_dumps(_refs(split_by, dataset)))
     for iid, w, h in REFER_IMAGES:
-        write_jpeg(root / "train2014" / f"COCO_train2014_{iid:012d}.jpg", w, h, seed=300 + iid)
+        write_jpeg(image_dir / f"COCO_train2014_{iid:012d}.jpg", w, h, seed=300 + iid)
     return root
+
+
+def write_refer_zips(folder: str | Path) -> Path:
+    """The refer datasets as the reference code keeps them: refcoco.zip, refcoco+.zip, refcocog.zip
+    (each holding <dataset>/instances.json and refs(*).p) and train2014.zip (train2014/*.jpg)."""
+    import tempfile
+    import zipfile
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        unpacked = write_refer(Path(tmp) / "refer")
+        for name in ("refcoco", "refcoco+", "refcocog", "train2014"):
+            with zipfile.ZipFile(folder / f"{name}.zip", "w") as zf:
+                for p in sorted((unpacked / name).iterdir()):
+                    zf.write(p, f"{name}/{p.name}")
+    return folder
 
 
 def write_all(root: str | Path) -> dict[str, Path]:

@@ -7,8 +7,10 @@ People keep datasets in many layouts: the official archives unpacked in place, t
 folders), and ``locate(rel)`` finds the file or folder a source expects at ``rel``:
 
 1. at ``DIR/rel`` exactly;
-2. else by its name anywhere in the index, preferring the matches whose parent folders share the
-   most names with ``rel``'s (``val/images/v1/patch3`` prefers ``val/patch3`` over ``train/patch3``);
+2. else by its name anywhere in the index, among the matches whose parent folders include every
+   folder of ``rel`` that tells datasets or splits apart (all but ``LAYOUT_FOLDERS``: ``refcoco/`` in
+   ``refcoco/instances.json``, ``val/`` in ``val/images/v1/patch3``), preferring those that share the
+   most folder names with ``rel`` (``val/images/v1/patch3`` takes ``val/patch3``, never ``train/patch3``);
 3. a tie between several best matches is refused (``AmbiguousFileError`` lists them): the user
    points ``--from`` at a narrower folder.
 
@@ -21,7 +23,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-__all__ = ["AmbiguousFileError", "FolderIndex"]
+__all__ = ["LAYOUT_FOLDERS", "AmbiguousFileError", "FolderIndex"]
+
+# Folder names that only say how a copy is arranged, not which dataset or split a file belongs to.
+LAYOUT_FOLDERS = frozenset({"annotations", "images", "v1", "v2"})
 
 
 class AmbiguousFileError(FileNotFoundError):
@@ -77,10 +82,11 @@ class FolderIndex:
         if exact.exists():
             return exact
         want = PurePosixPath(rel)
-        matches = self.names.get(want.name, [])
+        parents = set(want.parent.parts)
+        required = parents - LAYOUT_FOLDERS
+        matches = [m for m in self.names.get(want.name, []) if required <= set(PurePosixPath(m).parent.parts)]
         if not matches:
             return None
-        parents = set(want.parent.parts)
 
         def score(path: str) -> int:
             return len(parents & set(PurePosixPath(path).parent.parts))
@@ -97,5 +103,7 @@ class FolderIndex:
         """One sentence for an error message: the exact path tried and the by-name search."""
         skipped = f"; folders with more than {self.max_entries} entries were not searched inside" \
             if self.not_descended else ""
-        return (f"looked for {self.base / rel} and for the name {PurePosixPath(rel).name!r} anywhere under "
-                f"{self.base} (up to {self.depth} levels deep{skipped})")
+        required = sorted(set(PurePosixPath(rel).parent.parts) - LAYOUT_FOLDERS)
+        inside = f" inside a folder named {' and '.join(required)}" if required else ""
+        return (f"looked for {self.base / rel} and for the name {PurePosixPath(rel).name!r}{inside} anywhere "
+                f"under {self.base} (up to {self.depth} levels deep{skipped})")

@@ -239,7 +239,7 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
                    alternates=(("v3det_2023_v1_val.json",),), split="val"),
         *(RemoteFile(f"zips/{i:05d}.zip", f"{_V3DET}/zips/{i:05d}.zip", "images", extract_to="",
                      provenance="yhcao/V3Det_Backup zips/ (seen in a public script); layout unverified",
-                     status="unverified") for i in range(21)),
+                     status="unverified", alternates=(("images",),)) for i in range(21)),
     ), "Official: v3det.openxlab.org.cn (login) plus V3Det's v3det_image_download.py crawler (Flickr URLs).",
         ("V3Det's own: annotations/v3det_2023_v1_{train,val}.json beside images/<synset>/", _DET_LAYOUT)),
     Source("refcoco", "RefCOCO refs(unc).p / refs(google).p + instances.json, COCO train2014 images", (

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from sca.data.fixtures import write_coco, write_o365, write_v3det
+from sca.data.fixtures import O365_LAYOUTS, write_coco, write_o365, write_v3det
 from sca.data.readers import read_coco, read_coco_json, read_dataset, read_o365
 
 
@@ -53,19 +53,31 @@ def test_coco_task_recognition_and_masks(roots):
     assert read_coco(roots["coco"], "train")[0].regions[0].mask is None  # masks only when asked
 
 
-def test_o365_paths_categories_and_renamed_annotation_file(roots, tmp_path):
-    recs = read_o365(roots["o365"], "train")
-    assert recs[0].file_name == "train/patch0/objects365_v1_00000001.jpg"
-    assert (roots["o365"] / recs[0].file_name).is_file()
-    assert [r.phrases for r in recs[0].regions] == [["Person"], ["Other Shoes"]]
-    assert recs.report.issues["box_outside"] == [(2, 13)]
-    # the reference code's renamed copy is accepted too
-    (tmp_path / "annotations").mkdir()
-    shutil.copy(roots["o365"] / "annotations/zhiyuan_objv2_train.json",
-                tmp_path / "annotations/objects365v2_train_fixann.json")
-    assert read_o365(tmp_path, "train").num_regions == 3
-    with pytest.raises(FileNotFoundError, match="zhiyuan_objv2_val.json"):
-        read_o365(tmp_path, "val")
+@pytest.mark.parametrize("layout", O365_LAYOUTS)
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_o365_every_layout_and_annotation_name_points_at_its_images(tmp_path, layout, split):
+    root = write_o365(tmp_path / layout, layout=layout)
+    recs = read_o365(root, split)
+    assert len(recs) == {"train": 3, "val": 2}[split]
+    for rec in recs:  # every record points at an image that is there, v1 and v2 patches alike
+        assert (root / rec.file_name).is_file(), (layout, rec.file_name)
+    if split == "train":
+        assert [r.phrases for r in recs[0].regions] == [["Person"], ["Other Shoes"]]
+        assert recs.report.issues["box_outside"] == [(2, 13)]
+    expected = {"mmdetection": "val/patch16/", "official": "val/images/v2/patch16/", "reference": "val/images/v2/patch16/"}
+    if split == "val":
+        assert recs[1].file_name == expected[layout] + "objects365_v2_00000017.jpg"
+
+
+def test_o365_missing_images_and_annotations_say_where_they_were_looked_for(tmp_path):
+    root = write_o365(tmp_path / "o", layout="official")
+    shutil.rmtree(root / "val/images")
+    recs = read_o365(root, "val")
+    assert recs[0].file_name == "val/images/v1/patch0/objects365_v1_00000016.jpg"  # official path, reported
+    assert any("no images found for v1/patch0" in n and "val/patch0" in n for n in recs.report.notes)
+    with pytest.raises(FileNotFoundError, match="Objects365 v2 train annotations: none of these files exists: "
+                       ".*annotations/zhiyuan_objv2_train.json.*objects365v2_train_fixann.json"):
+        read_o365(tmp_path / "empty", "train")
 
 
 def test_v3det(roots):
