@@ -417,6 +417,7 @@ def fetch(source: str | Source, root: str | Path, *, from_dir: str | Path | None
         actions[f.filename] = action
     if missing:
         more = f" ({len(missing)} files missing in all: {', '.join(n for n, _ in missing[:12])}" \
-               f"{', ...' if len(missing) > 12 else ''}; what was found is linked in {root})" if len(missing) > 1 else ""
-        raise FileNotFoundError(missing[0][1] + more)
+               f"{', ...' if len(missing) > 12 else ''})" if len(missing) > 1 else ""
+        raise FileNotFoundError(missing[0][1] + more + ". What was found is in place: the same command without "
+                                "--from downloads only what is missing")
     return actions

@@ -55,6 +55,8 @@ def print_table(out=None) -> None:
             print(f"      ({f.provenance})", file=out)
         if src.notes:
             print(f"  note: {src.notes}", file=out)
+        for layout in src.layouts:
+            print(f"  --from layout: {layout}", file=out)
         print(file=out)
 
 

@@ -27,11 +27,13 @@ def test_paper_model_builds_at_paper_size_on_meta():
 
 
 def test_paper_data_names_readers_and_protocols():
+    from sca.data.prepare import DataItem
     from sca.data.readers import DATASETS
     from sca.evaluation.protocols import protocol_names
 
     params = yaml.safe_load((ROOT / "configs" / "paper.yaml").read_text())
     for item in params["data"]["datasets"]:
+        DataItem.from_dict(item)  # every key is one the data stage accepts
         assert item["name"] in DATASETS
         assert set(item["splits"]) <= set(DATASETS[item["name"]].splits)
     assert {s["protocol"] for s in params["evaluate"]["sets"]} <= set(protocol_names())
