@@ -342,6 +342,10 @@ def _settle(root: Path, f: RemoteFile, members: list[str], extract_to: Path) -> 
         if len(hits) == 1:
             want.parent.mkdir(parents=True, exist_ok=True)
             os.replace(hits[0], want)
+            parent = hits[0].parent
+            while parent != extract_to and parent.is_relative_to(extract_to) and not any(parent.iterdir()):
+                parent.rmdir()  # the folders the archive nested it in, now empty
+                parent = parent.parent
 
 
 def fetch(source: str | Source, root: str | Path, *, from_dir: str | Path | None = None,

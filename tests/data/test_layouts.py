@@ -2,6 +2,7 @@
 official archives, the reference code, mmdetection, GLaMM and the refer toolkit leave on disk. The
 tests write each layout (sca.data.fixtures); nothing reaches the network."""
 
+import json
 import shutil
 
 import pytest
@@ -63,7 +64,7 @@ def test_o365_from_the_official_archives(tmp_path, capsys, nested):
     assert code == 0, err
     assert "copied     val/images/v2/patch16.tar.gz" in out
     assert (root / "val/images/v2/patch16/objects365_v2_00000017.jpg").is_file()  # moved up when nested
-    assert not list(root.rglob("*.tar.gz"))
+    assert not list(root.rglob("*.tar.gz")) and not (root / "val/images/v2/images").exists()
     for split in ("train", "val"):
         _all_images_there(root, read_dataset("o365", root, split))
 
@@ -229,3 +230,15 @@ def test_a_name_is_never_taken_from_another_dataset_or_split(tmp_path, capsys):
     code, _, err = _download(capsys, "o365", "--root", tmp_path / "r2", "--from", o365, "--split", "val", "--only",
                              "images")
     assert code == 1 and "val/images/v1/patch0" in err and "44 files missing in all" in err
+
+
+def test_the_data_stage_function_writes_the_summary(tmp_path):
+    from sca.pipeline.stages import make_data
+
+    mine = write_o365(tmp_path / "mine", layout="reference")
+    out = tmp_path / "records"
+    summary = make_data({"source": "real", "out": str(out), "datasets": [
+        {"name": "o365", "splits": ["train", "val"], "root": str(tmp_path / "o365"), "from": str(mine),
+         "options": {"task": "caption"}}]})
+    assert summary["o365/train"]["images_missing"] == {"count": 0, "of": 3, "first": []}
+    assert json.loads((out / "summary.json").read_text())["o365/val"]["stats"]
