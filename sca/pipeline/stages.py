@@ -21,7 +21,8 @@ import yaml
 
 from sca.pipeline.params import deep_update
 
-__all__ = ["make_data", "train_captioner", "train_language_model", "train_segmenter", "evaluate", "write_json"]
+__all__ = ["evaluate", "make_data", "results", "train_captioner", "train_language_model", "train_segmenter",
+           "write_json"]
 
 
 def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
@@ -247,3 +248,13 @@ def evaluate(p: dict[str, Any]) -> dict[str, Any]:
             summary[item["name"]]["region_use"] = result["region_use"]
     write_json(out / "metrics.json", summary)
     return summary
+
+
+# ---------------------------------------------------------------------------------------------------
+# results
+# ---------------------------------------------------------------------------------------------------
+def results(p: dict[str, Any]) -> dict[str, Any]:
+    """``results/``: the figures, tables and pictures of this run (``sca.pipeline.results``)."""
+    from sca.pipeline.results import write_results
+
+    return write_results(".", p["out"], evaluate_set=p.get("figure_set"))

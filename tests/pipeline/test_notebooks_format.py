@@ -14,7 +14,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 def test_the_numbered_notebooks_exist():
     names = [p.name for p in NOTEBOOKS]
     for prefix in ("01_data", "02_segmenter", "03_language_model", "04_pretrain", "05_finetune", "06_evaluate",
-                   "07_tour", "08_ablations"):
+                   "07_tour", "08_ablations", "09_results"):
         assert any(n.startswith(prefix) for n in names), prefix
 
 

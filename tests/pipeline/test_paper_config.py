@@ -53,7 +53,7 @@ def test_dvc_resolves_every_stage_with_the_paper_params(tmp_path):
     stages = subprocess.run([dvc, "stage", "list"], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert stages.returncode == 0, stages.stderr[-2000:]
     names = [line.split()[0] for line in stages.stdout.splitlines() if line.strip()]
-    assert names == ["data", "segmenter", "language_model", "pretrain", "finetune", "evaluate", "tour"]
+    assert names == ["data", "segmenter", "language_model", "pretrain", "finetune", "evaluate", "tour", "results"]
     assert "data/records" in stages.stdout
     dag = subprocess.run([dvc, "dag", "--md"], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert dag.returncode == 0 and "pretrain" in dag.stdout and "finetune" in dag.stdout

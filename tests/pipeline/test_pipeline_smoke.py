@@ -51,7 +51,8 @@ def repo(tmp_path_factory):
 
 def test_dvc_repro_runs_every_stage(repo):
     dst, _ = repo
-    for nb in ("01_data", "02_segmenter", "03_language_model", "04_pretrain", "05_finetune", "06_evaluate", "07_tour"):
+    for nb in ("01_data", "02_segmenter", "03_language_model", "04_pretrain", "05_finetune", "06_evaluate", "07_tour",
+               "09_results"):
         executed = json.loads((dst / "runs" / "notebooks" / f"{nb}.ipynb").read_text())
         errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors, (nb, errors)
@@ -62,6 +63,14 @@ def test_dvc_repro_runs_every_stage(repo):
     assert (dst / "runs" / "evaluate" / "sets" / "synthetic-test" / "figure.png").is_file()
     seg = json.loads((dst / "runs" / "segmenter" / "metrics.json").read_text())
     assert 0.0 <= seg["mask_iou_box"] <= 1.0
+    # the results stage regenerated results/ from this run (the copy's committed files are overwritten)
+    results = json.loads((dst / "results" / "metrics.json").read_text())
+    assert results["evaluate"]["synthetic-test"]["model"] == test["model"]
+    assert results["segmenter"]["mask_iou_box"] == seg["mask_iou_box"]
+    assert f"**{test['model']['CIDEr-D']:.1f}**" in (dst / "results" / "results.md").read_text()
+    check = subprocess.run([str(BIN / "sca"), "results", "--check", str(dst / "results")], cwd=dst,
+                           capture_output=True, text=True)
+    assert check.returncode == 0 and "every committed figure" in check.stdout, check.stdout + check.stderr
 
 
 def test_second_repro_does_nothing_and_results_show(repo):
