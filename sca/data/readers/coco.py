@@ -190,9 +190,7 @@ def _o365_file_name(root: Path, split: str, report: ReadReport) -> Callable[[dic
             chosen[key] = None
             for label, pattern in O365_IMAGE_LAYOUTS:
                 folder = pattern.format(split=split, version=version, patch=patch)
-                if "{patch}" in pattern and patch and (root / folder).is_dir():
-                    chosen[key] = folder
-                elif "{patch}" not in pattern and (root / folder / base).is_file():
+                if "{patch}" in pattern and patch and (root / folder).is_dir() or "{patch}" not in pattern and (root / folder / base).is_file():
                     chosen[key] = folder
                 if chosen[key] is not None:
                     if label != "official":
