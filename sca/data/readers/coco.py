@@ -190,7 +190,9 @@ def _o365_file_name(root: Path, split: str, report: ReadReport) -> Callable[[dic
             chosen[key] = None
             for label, pattern in O365_IMAGE_LAYOUTS:
                 folder = pattern.format(split=split, version=version, patch=patch)
-                if "{patch}" in pattern and patch and (root / folder).is_dir() or "{patch}" not in pattern and (root / folder / base).is_file():
+                per_patch = "{patch}" in pattern  # a patch folder; else one folder for every patch
+                found = (root / folder).is_dir() if per_patch else (root / folder / base).is_file()
+                if found and (patch or not per_patch):
                     chosen[key] = folder
                 if chosen[key] is not None:
                     if label != "official":
