@@ -31,7 +31,7 @@ import time
 import numpy as np
 import torch
 
-from sca.api import Captioner
+from sca.app.api import Captioner
 from sca.models.captioner import SCAModel
 from sca.models.config import SCAConfig
 from sca.models.processor import RegionPrompts

@@ -18,7 +18,7 @@ COMMAND_MODULES = [
     "sca.evaluation.commands",
     "sca.training.commands",
     "sca.training.segmenter_commands",
-    "sca.api_commands",
+    "sca.app.commands",
     "sca.pipeline.commands",
 ]
 

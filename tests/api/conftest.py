@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sca.api import Captioner
+from sca.app.api import Captioner
 from sca.models.captioner import SCAModel
 from sca.models.config import TINY_CONFIG
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from segment_anything.utils.amg import batched_mask_to_box, build_point_grid, calculate_stability_score
 
-from sca.anything import (
+from sca.app.anything import (
     AnythingConfig,
     caption_everything,
     generate_masks,

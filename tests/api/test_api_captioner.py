@@ -1,4 +1,4 @@
-"""sca.api.Captioner on the tiny model: loading, agreement with the model's own generate, batching,
+"""sca.app.api.Captioner on the tiny model: loading, agreement with the model's own generate, batching,
 input kinds, prompt kinds, tasks, dtype, errors."""
 
 import shutil
@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sca.api import Captioner, RegionCaption, default_device, default_dtype, resolve_checkpoint
+from sca.app.api import Captioner, RegionCaption, default_device, default_dtype, resolve_checkpoint
 from sca.data.masks import rle_decode
 from sca.models.segmenters.base import Prompts
 

@@ -9,8 +9,8 @@ import pytest
 
 gr = pytest.importorskip("gradio", reason="the demo needs gradio: pip install -e '.[demo]'")
 
-from sca.anything import AnythingConfig  # noqa: E402
-from sca.demo import MODES, DemoHandlers, DemoSession, build_demo  # noqa: E402
+from sca.app.anything import AnythingConfig  # noqa: E402
+from sca.app.demo import MODES, DemoHandlers, DemoSession, build_demo  # noqa: E402
 
 
 def _click(handlers, session, mode, x, y, task="caption"):

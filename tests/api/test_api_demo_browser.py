@@ -54,7 +54,7 @@ def server(tiny_checkpoint):
     """``sca demo`` on the tiny checkpoint as a user starts it, on a free loopback port; in this process
     (a new interpreter would re-import torch and gradio: ~20 s more), with the one difference that
     ``launch`` returns once serving instead of blocking."""
-    import sca.demo
+    import sca.app.demo
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,10 +65,10 @@ def server(tiny_checkpoint):
         served.append(demo)
         return real_launch(demo, **{**kwargs, "block": False, "quiet": True})
 
-    real_launch = sca.demo.launch
+    real_launch = sca.app.demo.launch
     stderr = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(stderr):
-        mp.setattr(sca.demo, "launch", launch_in_background)
+        mp.setattr(sca.app.demo, "launch", launch_in_background)
         code = main(["demo", "--checkpoint", str(tiny_checkpoint), "--host", "127.0.0.1", "--port", str(port),
                      "--num-beams", "1", "--max-new-tokens", "4", "--points-per-side", "3",
                      "--pred-iou-thresh", "0", "--stability-score-thresh", "0", "--max-regions", "4"])

@@ -1,7 +1,7 @@
 """The web demo (gradio): upload an image, click points or two box corners, read the captions.
 
     sca demo --checkpoint runs/vg                  # http://127.0.0.1:7860, loopback only
-    python -c "from sca.api import Captioner; from sca.demo import build_demo, launch; \
+    python -c "from sca.app.api import Captioner; from sca.app.demo import build_demo, launch; \
                launch(build_demo(Captioner.from_pretrained('runs/vg')))"
 
 The page: the image (upload, then click on it); a click mode (foreground point, background point,
@@ -25,10 +25,10 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from sca.anything import AnythingConfig, caption_everything
-from sca.api import Captioner, EncodedImage, RegionCaption
+from sca.app.anything import AnythingConfig, caption_everything
+from sca.app.api import Captioner, EncodedImage, RegionCaption
 from sca.models.processor import check_region_prompts
-from sca.overlay import draw_prompts, region_color
+from sca.app.overlay import draw_prompts, region_color
 
 __all__ = ["MODES", "DemoHandlers", "DemoSession", "build_demo", "launch"]
 

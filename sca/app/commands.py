@@ -99,7 +99,7 @@ def _load_rgb(path: str):
 def _captioner(args):
     import torch
 
-    from sca.api import Captioner
+    from sca.app.api import Captioner
 
     _say(args, f"loading {args.checkpoint}")
     dtype = getattr(torch, args.dtype) if args.dtype else None
@@ -137,7 +137,7 @@ def _finish(args, rgb, regions, timings: dict, extra: dict) -> int:
            "seconds": {k: round(v, 3) for k, v in timings.items()},
            "regions": [{"id": k + 1, **r.to_dict(mask=args.masks)} for k, r in enumerate(regions)]}
     if args.overlay:
-        from sca.overlay import render_overlay
+        from sca.app.overlay import render_overlay
 
         Path(args.overlay).parent.mkdir(parents=True, exist_ok=True)
         render_overlay(rgb, regions).save(args.overlay)
@@ -182,7 +182,7 @@ def run_caption(args) -> int:
 def run_everything(args) -> int:
     from dataclasses import asdict
 
-    from sca.anything import AnythingConfig, caption_everything
+    from sca.app.anything import AnythingConfig, caption_everything
 
     config = AnythingConfig(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
                             pred_iou_thresh=args.pred_iou_thresh,
@@ -203,19 +203,19 @@ def run_everything(args) -> int:
 
 def run_demo(args) -> int:
     try:
-        from sca.demo import build_demo
+        from sca.app.demo import build_demo
     except ModuleNotFoundError as err:
         print(f"sca demo: error: the demo needs gradio ({err}); install it with "
               f"pip install -c requirements/constraints.txt -e '.[demo]'", file=sys.stderr)
         return 2
-    from sca.anything import AnythingConfig
+    from sca.app.anything import AnythingConfig
 
     anything = AnythingConfig(points_per_side=args.points_per_side, pred_iou_thresh=args.pred_iou_thresh,
                               stability_score_thresh=args.stability_score_thresh, max_regions=args.max_regions)
     cap = _captioner(args)
     demo = build_demo(cap, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, anything=anything)
     _say(args, f"serving on http://{args.host}:{args.port} (Ctrl+C to stop)")
-    from sca.demo import launch
+    from sca.app.demo import launch
 
     launch(demo, host=args.host, port=args.port, block=True)
     return 0
