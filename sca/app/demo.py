@@ -27,8 +27,8 @@ from PIL import Image
 
 from sca.app.anything import AnythingConfig, caption_everything
 from sca.app.api import Captioner, EncodedImage, RegionCaption
-from sca.models.processor import check_region_prompts
 from sca.app.overlay import draw_prompts, region_color
+from sca.models.processor import check_region_prompts
 
 __all__ = ["MODES", "DemoHandlers", "DemoSession", "build_demo", "launch"]
 
