@@ -45,7 +45,9 @@ from sca.data.transforms import (
     swap_left_right,
 )
 
-__all__ = ["BadSample", "CleanRegion", "RegionDataset", "Sample", "clean_regions"]
+__all__ = ["TRAIN_TARGETS", "BadSample", "CleanRegion", "RegionDataset", "Sample", "clean_regions"]
+
+TRAIN_TARGETS = ("random", "first")
 
 
 @dataclass
@@ -158,12 +160,18 @@ class RegionDataset(Dataset):
     max_caption_chars: training targets are cut to this many characters (references stay whole).
     draft: let JPEGs decode at a reduced size when the S frame needs less (faster, slightly softer).
     strict: re-raise unforeseen errors instead of reporting them as ``sample_error`` (for debugging).
+    train_target: which phrase of a region is its training target: "random" (one drawn per sample,
+        paper.md §3) or "first" (a record's first phrase; the synthetic sets put the fullest
+        description first). Evaluation always targets the first and keeps them all as references.
     """
 
     def __init__(self, records: Sequence[ImageRecord] | str | os.PathLike, image_root: str | os.PathLike,
                  *, train: bool, transform: TransformConfig | None = None, regions_per_image: int = 16,
                  load_masks: bool = False, seed: int = 0, max_caption_chars: int = 512, draft: bool = True,
-                 strict: bool = False):
+                 strict: bool = False, train_target: str = "random"):
+        if train_target not in TRAIN_TARGETS:
+            raise ValueError(f"train_target {train_target!r} is not one of {TRAIN_TARGETS}")
+        self.train_target = train_target
         self.load_report = DataReport()
         if isinstance(records, str | os.PathLike):
             records = RecordStore.load(records, report=self.load_report)
@@ -333,7 +341,8 @@ class RegionDataset(Dataset):
         targets, references = [], []
         for r in picked:
             refs = [swap_left_right(p) for p in r.phrases] if swap else list(r.phrases)
-            target = refs[int(rng.integers(len(refs)))] if self.train else refs[0]
+            pick_random = self.train and self.train_target == "random"
+            target = refs[int(rng.integers(len(refs)))] if pick_random else refs[0]
             if len(target) > self.max_caption_chars:
                 report.add("caption_long", "fixed", rec.image_id, r.region_id,
                            f"{len(target)} characters cut to {self.max_caption_chars}")

@@ -26,7 +26,8 @@ class DataConfig:
     """train_records / val_records: JSON Lines of ImageRecord (sca.data.io); images: their image root.
     jitter, hflip, scale_range: training augmentation (paper.md §3: LSJ 0.1-2.0 + flip).
     flip_text: "keep" (paper) or "swap-left-right" (data whose captions state positions).
-    load_masks: decode region masks (the segmenter stage needs them)."""
+    load_masks: decode region masks (the segmenter stage needs them).
+    train_target: a region's training caption: "random" (paper.md §3) or "first" (its first phrase)."""
 
     train_records: str
     images: str
@@ -37,6 +38,7 @@ class DataConfig:
     scale_range: tuple[float, float] = (0.1, 2.0)
     flip_text: str = "keep"
     load_masks: bool = False
+    train_target: str = "random"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataConfig:
@@ -64,7 +66,8 @@ def build_datasets(data: DataConfig, *, image_size: int, pixel_mean, pixel_std, 
                   flip_text=data.flip_text)
     train_tf = TransformConfig(jitter=data.jitter, hflip=data.hflip, scale_range=tuple(data.scale_range), **common)
     train = RegionDataset(data.train_records, data.images, train=True, transform=train_tf,
-                          regions_per_image=regions_per_image, load_masks=data.load_masks, seed=seed)
+                          regions_per_image=regions_per_image, load_masks=data.load_masks, seed=seed,
+                          train_target=data.train_target)
     val = None
     if data.val_records:
         val_tf = TransformConfig(jitter=False, hflip=0.0, **common)

@@ -37,11 +37,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sca.models.segmenters.base import Prompts, SamSegmenter, SegmenterOutput
+from sca.training.segmenter_heads import PixelDecoder, TokenMaskDecoder, box_crops
 from sca.training.segmenter_prompts import box_as_mask, interior_points, noisy_boxes, sample_points
 from sca.training.trainer import LossParts, TrainResult
 
 __all__ = ["EMBEDDED_SEGMENTER", "EMBEDDED_SEGMENTER_LOSS", "EMBEDDED_SEGMENTER_TRAIN", "PixelDecoder",
-           "SegmenterLoss", "TrainableSegmenter", "evaluate_segmenter", "mask_losses", "run_segmenter_stage"]
+           "SegmenterLoss", "TokenMaskDecoder", "TrainableSegmenter", "evaluate_segmenter", "mask_losses", "run_segmenter_stage"]
 
 # The embedded default's tiny SAM and its schedule (measured on 2 CPU cores; see the stage's report).
 EMBEDDED_SEGMENTER: dict[str, Any] = {"name": "tiny-sam", "image_size": 128, "patch_size": 8, "hidden_size": 64,
@@ -68,9 +69,11 @@ class TrainableSegmenter(nn.Module):
 
     reconstruction: add a pixel decoder on the image embedding (see ``PixelDecoder``); it trains
     with the segmenter and is not saved: SCA sees only the SAM.
+    token_masks: add a decoder of each region's box-normalised mask from its output tokens
+    (``TokenMaskDecoder``; also not saved).
     """
 
-    def __init__(self, segmenter: SamSegmenter, *, reconstruction: bool = False):
+    def __init__(self, segmenter: SamSegmenter, *, reconstruction: bool = False, token_masks: bool = False):
         super().__init__()
         if not isinstance(segmenter, SamSegmenter):
             raise TypeError(f"the segmenter stage trains a SamSegmenter, got {type(segmenter).__name__}")
@@ -81,6 +84,10 @@ class TrainableSegmenter(nn.Module):
         if reconstruction:
             _, channels, grid, _ = segmenter.image_positional_embeddings().shape
             self.pixel_decoder = PixelDecoder(int(channels), int(grid), segmenter.image_size)
+        self.token_mask_decoder = None
+        if token_masks:
+            channels = int(segmenter.image_positional_embeddings().shape[1])
+            self.token_mask_decoder = TokenMaskDecoder(channels)
 
     def forward(self, pixel_values: Tensor, groups: list[tuple[Tensor, Prompts]],
                 multimask_output: bool = True) -> tuple[list[SegmenterOutput], Tensor | None]:
@@ -92,30 +99,6 @@ class TrainableSegmenter(nn.Module):
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         self.segmenter.sam.save_pretrained(str(folder))
-
-
-class PixelDecoder(nn.Module):
-    """Image embedding [B, C, h, w] -> pixels [B, 3, S, S]: every embedding cell predicts its own
-    (S/h)x(S/h) patch of normalised pixels through a per-cell MLP (1x1 convolutions + pixel shuffle).
-
-    Why: SAM's image encoder starts from an MAE-pretrained ViT (Kirillov et al. 2023, §3), so its
-    embedding still describes what a region looks like, which SCA's captions need. A tiny SAM trained
-    only for masks keeps little but edges. Reconstructing every patch from its cell, as an MAE decoder
-    does but without masking, keeps more of the look in the embedding. Measured with
-    scripts/probe_segmenter.py (linear probes, synthetic test split): colour from SAM's output tokens
-    0.17 -> 0.75 (width 32 without / width 64 with it); shape and texture stay near chance.
-    """
-
-    def __init__(self, channels: int, grid: int, image_size: int, hidden: int = 128):
-        super().__init__()
-        if image_size % grid:
-            raise ValueError(f"image size {image_size} is not a multiple of the embedding grid {grid}")
-        patch = image_size // grid
-        self.net = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.GELU(),
-                                 nn.Conv2d(hidden, 3 * patch * patch, 1), nn.PixelShuffle(patch))
-
-    def forward(self, embeddings: Tensor) -> Tensor:
-        return self.net(embeddings)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -164,9 +147,12 @@ class SegmenterLoss:
     Regions without a mask (``has_mask`` False) or with an empty one are skipped and counted.
     reconstruction_weight: with a ``TrainableSegmenter(reconstruction=True)``, + this weight x the
     mean squared error of its reconstructed (normalised) pixels, per region of the micro-batch.
+    token_mask_weight: with a ``TrainableSegmenter(token_masks=True)``, + this weight x the binary
+    cross-entropy of each region's box-normalised mask decoded from its output tokens.
     """
 
-    def __init__(self, *, reconstruction_weight: float = 0.0, box_prob: float = 0.5, box_noise: float = 0.1,
+    def __init__(self, *, reconstruction_weight: float = 0.0, token_mask_weight: float = 0.0, box_prob: float = 0.5,
+                 box_noise: float = 0.1,
                  single_point_prob: float = 0.5,
                  max_points: int = 3, negative_prob: float = 0.5, focal_weight: float = 20.0, dice_weight: float = 1.0,
                  iou_weight: float = 1.0, focal_alpha: float = 0.25, focal_gamma: float = 2.0):
@@ -183,6 +169,9 @@ class SegmenterLoss:
         if reconstruction_weight < 0:
             raise ValueError(f"reconstruction_weight must be >= 0, got {reconstruction_weight!r}")
         self.reconstruction_weight = reconstruction_weight
+        if token_mask_weight < 0:
+            raise ValueError(f"token_mask_weight must be >= 0, got {token_mask_weight!r}")
+        self.token_mask_weight = token_mask_weight
 
     def prompt_groups(self, boxes: Tensor, masks: Tensor, size: int) -> list[tuple[Tensor, Prompts]]:
         """Draw one prompt per region. boxes [N, 4], masks [N, S, S] -> [(rows [n], Prompts [n, 1, ...])].
@@ -241,8 +230,17 @@ class SegmenterLoss:
         pixel_values = batch.pixel_values.to(device)
         outputs, pixels = model(pixel_values, inputs)
         total, sums = 0.0, {}
+        decoder = getattr(core, "token_mask_decoder", None)
+        if self.token_mask_weight > 0 and decoder is None:
+            raise ValueError("SegmenterLoss(token_mask_weight > 0) needs TrainableSegmenter(token_masks=True)")
         for (rows, _), out in zip(groups, outputs, strict=True):
             loss, parts = self.region_loss(out, masks[rows].to(device))
+            if self.token_mask_weight > 0:
+                target = box_crops(masks[rows], boxes[rows], decoder.grid).to(device)
+                bce = F.binary_cross_entropy_with_logits(decoder(out.tokens[:, 0]).float(), target,
+                                                         reduction="none").mean((1, 2))
+                loss = loss + self.token_mask_weight * bce
+                parts = {**parts, "token_mask_bce": bce.detach()}
             total = total + loss.sum()
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach().sum())
@@ -373,7 +371,8 @@ def run_segmenter_stage(*, segmenter: dict[str, Any], data: dict[str, Any], trai
     set_seed(train_cfg.seed)  # the random init is the same in a resumed run
     seg = load_registries()[0].build(name, **spec)
     loss_fn = SegmenterLoss(**(loss or {}))
-    model = TrainableSegmenter(seg, reconstruction=loss_fn.reconstruction_weight > 0)
+    model = TrainableSegmenter(seg, reconstruction=loss_fn.reconstruction_weight > 0,
+                               token_masks=loss_fn.token_mask_weight > 0)
     model.train()
     train_set, val_set = build_datasets(data_cfg, image_size=seg.image_size, pixel_mean=seg.pixel_mean,
                                         pixel_std=seg.pixel_std, regions_per_image=train_cfg.regions_per_image,

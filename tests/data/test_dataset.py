@@ -41,6 +41,21 @@ def test_train_samples_n_regions_with_one_of_their_phrases(synthetic):
         assert (s.boxes[:, 2] > s.boxes[:, 0]).all() and (s.boxes[:, 3] > s.boxes[:, 1]).all()
 
 
+def test_train_target_first_always_trains_on_the_first_phrase(synthetic):
+    first = RegionDataset(synthetic / "train.jsonl.gz", synthetic, train=True, regions_per_image=5,
+                          transform=TransformConfig(image_size=S, hflip=0.0), train_target="first")
+    drawn = RegionDataset(synthetic / "train.jsonl.gz", synthetic, train=True, regions_per_image=5,
+                          transform=TransformConfig(image_size=S, hflip=0.0))
+    others = 0
+    for i in range(len(first)):
+        a, b = first[i], drawn[i]
+        assert all(t == refs[0] for t, refs in zip(a.targets, a.references, strict=True))
+        others += sum(t != refs[0] for t, refs in zip(b.targets, b.references, strict=True))
+    assert others > 0  # the default draws among the phrases
+    with pytest.raises(ValueError, match="train_target 'longest' is not one of \\('random', 'first'\\)"):
+        RegionDataset(synthetic / "train.jsonl.gz", synthetic, train=True, train_target="longest")
+
+
 def test_eval_keeps_all_regions_in_order_and_maps_back(synthetic):
     ds = RegionDataset(synthetic / "val.jsonl.gz", synthetic, train=False, transform=TransformConfig(image_size=S))
     for i in range(len(ds)):

@@ -112,6 +112,45 @@ def test_reconstruction_adds_its_weighted_pixel_error_and_needs_the_decoder(synt
         SegmenterLoss(reconstruction_weight=-1.0)
 
 
+def test_box_crops_resample_each_mask_inside_its_own_box():
+    from sca.training.segmenter_heads import box_crops
+
+    small, large = _square(32, 2, 2, 6, 6), _square(32, 8, 4, 28, 24)  # two filled boxes
+    crops = box_crops(torch.stack([small, large]), torch.tensor([[2.0, 2, 6, 6], [8.0, 4, 28, 24]]), 8)
+    assert crops.shape == (2, 8, 8) and crops.min() >= 0.5  # edge samples straddle the box's border
+    assert crops[:, 1:-1, 1:-1].min() > 0.99  # the same (full) shape whatever the size and place
+    ring = _square(32, 4, 4, 28, 28) & ~_square(32, 10, 10, 22, 22)
+    crop = box_crops(ring[None], torch.tensor([[4.0, 4, 28, 28]]), 8)[0]
+    assert crop[1, 1:-1].min() > 0.99 and crop[3:5, 3:5].max() < 0.01  # the hole stays in the middle
+
+
+def test_token_mask_loss_adds_its_weighted_bce_and_trains_the_tokens(synthetic_root):
+    from sca.data.collate import RegionCollator
+    from sca.data.dataset import RegionDataset
+    from sca.data.transforms import TransformConfig
+    from sca.training.segmenter_stage import NoTextTokenizer, TokenMaskDecoder, TrainableSegmenter
+
+    ds = RegionDataset(str(synthetic_root / "val.jsonl.gz"), synthetic_root, train=False, load_masks=True,
+                       transform=TransformConfig(image_size=32, jitter=False, hflip=0.0))
+    batch = RegionCollator(NoTextTokenizer())([ds[0], ds[1]])
+    torch.manual_seed(0)
+    model = TrainableSegmenter(IMAGE_ENCODERS.build(**TINY), token_masks=True)
+    assert isinstance(model.token_mask_decoder, TokenMaskDecoder)
+    torch.manual_seed(1)
+    plain = SegmenterLoss()(model, batch)
+    torch.manual_seed(1)
+    weighted = SegmenterLoss(token_mask_weight=2.0)(model, batch)
+    bce = weighted.stats["token_mask_bce"]
+    assert 0 < bce < 5 and float(weighted.loss_sum) == pytest.approx(float(plain.loss_sum) + 2.0 * bce * plain.count,
+                                                                      rel=1e-4)
+    weighted.loss_sum.backward()
+    decoder_token = model.segmenter.sam.mask_decoder.mask_tokens.weight.grad
+    assert decoder_token is not None and decoder_token.abs().sum() > 0  # the tokens themselves learn
+    assert model.token_mask_decoder.net[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="token_masks=True"):
+        SegmenterLoss(token_mask_weight=1.0)(TrainableSegmenter(IMAGE_ENCODERS.build(**TINY)), batch)
+
+
 def test_reconstruction_run_saves_only_the_sam_and_learns_the_pixels(synthetic_root, tmp_path):
     result = _stage(synthetic_root, tmp_path / "run", loss={"reconstruction_weight": 1.0})
     mse = [h["reconstruction_mse"] for h in result.history]
