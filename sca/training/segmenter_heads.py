@@ -6,7 +6,6 @@ pretraining, which a tiny SAM trained on synthetic masks alone lacks (sca.traini
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["PixelDecoder", "TokenMaskDecoder", "box_crops"]
