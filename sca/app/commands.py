@@ -9,6 +9,11 @@ Regions: every ``--box`` is one region; all ``--point``/``--neg-point`` clicks t
 more region (SAM's interactive convention), or with ``--each-point`` every ``--point`` is its own
 region. Coordinates are original pixels. JSON goes to stdout (or ``--output``); stage messages and
 progress bars go to stderr.
+
+Every argument is checked before anything heavy is imported or loaded (``sca.app.arguments``): the
+device exists, output files are writable file names, the image exists and decodes, numbers are in
+range, prompts lie inside the image; a bad one is one line on stderr and exit code 2. torch,
+transformers and gradio are imported only once the arguments are known to be good.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ import sys
 import time
 from pathlib import Path
 
+from sca.app import arguments as check
+
 DTYPES = ("float32", "float16", "bfloat16")
+DEMO_MAX_POINTS_PER_SIDE, DEMO_MAX_REGIONS = 64, 128  # the demo's slider ranges
 
 
 def _common(p) -> None:
@@ -69,14 +77,17 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="SCA checkpoint folder, run folder or hub id")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: loopback only)")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--device", help="default: the best available")
-    p.add_argument("--dtype", choices=DTYPES)
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument("--dtype", choices=DTYPES, help="default: bfloat16/float16 on GPU, float32 on CPU")
     p.add_argument("--num-beams", type=int, default=3, help="(paper: 3)")
     p.add_argument("--max-new-tokens", type=int, default=20, help="(paper: 20)")
-    p.add_argument("--points-per-side", type=int, default=16, help="anything mode's initial grid (SAM: 32)")
-    p.add_argument("--pred-iou-thresh", type=float, default=0.88, help="anything mode's initial value")
-    p.add_argument("--stability-score-thresh", type=float, default=0.95, help="anything mode's initial value")
-    p.add_argument("--max-regions", type=int, default=24, help="anything mode's initial value")
+    p.add_argument("--points-per-side", type=int, default=16,
+                   help=f"anything mode's initial grid, 1 to {DEMO_MAX_POINTS_PER_SIDE} (SAM: 32)")
+    p.add_argument("--pred-iou-thresh", type=float, default=0.88, help="anything mode's initial value, 0 to 1")
+    p.add_argument("--stability-score-thresh", type=float, default=0.95,
+                   help="anything mode's initial value, 0 to 1")
+    p.add_argument("--max-regions", type=int, default=24,
+                   help=f"anything mode's initial value, 1 to {DEMO_MAX_REGIONS}")
     p.set_defaults(func=run_demo)
 
 
@@ -86,14 +97,36 @@ def _say(args, message: str) -> None:
         print(f"sca {args.command}: {message}", file=sys.stderr, flush=True)
 
 
-def _load_rgb(path: str):
-    from sca.data.images import ImageError
-    from sca.models.processor import to_rgb
+def _check_generation(args) -> None:
+    check.check_range(args.num_beams, "--num-beams", low=1)
+    check.check_range(args.max_new_tokens, "--max-new-tokens", low=1)
 
-    try:
-        return to_rgb(Path(path))
-    except ImageError as err:  # the CLI reports bad input as one line (sca.cli.main)
-        raise ValueError(str(err)) from None
+
+def _check_inputs(args) -> tuple[int, int]:
+    """The arguments every image command shares -> the image's (width, height) from its header
+    (the checkpoint is checked last, by the command: its own arguments' errors come first)."""
+    _check_generation(args)
+    check.check_device(args.device)
+    check.check_output(args.output, "--output", image=args.image)
+    check.check_output(args.overlay, "--overlay", image=args.image, picture=True, other=("--output", args.output))
+    return check.check_image(args.image)
+
+
+def _decode(args):
+    """The whole image, decoded as the API decodes a path (``sca.models.processor.to_rgb``)."""
+    from sca.data.images import load_image
+
+    return load_image(args.image).array
+
+
+def _heavy_imports(args) -> None:
+    """torch and the model code, then the device as torch sees it (still before any checkpoint)."""
+    t0 = time.perf_counter()
+    _say(args, "loading torch and transformers ...")
+    import sca.app.api  # noqa: F401
+
+    check.confirm_device(args.device)
+    _say(args, f"libraries loaded in {time.perf_counter() - t0:.1f} s")
 
 
 def _captioner(args):
@@ -101,33 +134,51 @@ def _captioner(args):
 
     from sca.app.api import Captioner
 
-    _say(args, f"loading {args.checkpoint}")
+    t0 = time.perf_counter()
+    _say(args, f"loading checkpoint {args.checkpoint} ...")
     dtype = getattr(torch, args.dtype) if args.dtype else None
     if not getattr(args, "no_progress", False):
-        return Captioner.from_pretrained(args.checkpoint, device=args.device, dtype=dtype)
-    from transformers.utils import logging as hf_logging
+        cap = Captioner.from_pretrained(args.checkpoint, device=args.device, dtype=dtype)
+    else:
+        from transformers.utils import logging as hf_logging
 
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # transformers' "Loading weights" bars
-    try:
-        return Captioner.from_pretrained(args.checkpoint, device=args.device, dtype=dtype)
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
+        was_enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # transformers' "Loading weights" bars
+        try:
+            cap = Captioner.from_pretrained(args.checkpoint, device=args.device, dtype=dtype)
+        finally:
+            if was_enabled:
+                hf_logging.enable_progress_bar()
+    _say(args, f"checkpoint loaded in {time.perf_counter() - t0:.1f} s ({cap.device}, "
+               f"{str(cap.dtype).replace('torch.', '')})")
+    return cap
 
 
-def _point_prompts(args, width: int, height: int):
-    from sca.models.processor import check_region_prompts
-
+def _point_groups(args) -> list[list[list[float]]]:
+    """The clicked regions' points, after the CLI's own rules (no torch)."""
     if args.neg_point and not args.point:
         raise ValueError("--neg-point needs at least one --point: background clicks refine a clicked region")
     if args.each_point:
         if args.neg_point:
             raise ValueError("--each-point makes every --point its own region; it cannot take --neg-point")
-        return check_region_prompts(width, height, points=[[p] for p in args.point])
-    clicks = list(args.point) + list(args.neg_point)
-    labels = [1] * len(args.point) + [0] * len(args.neg_point)
-    return check_region_prompts(width, height, points=[clicks], point_labels=[labels])
+        return [[p] for p in args.point]
+    return [list(args.point) + list(args.neg_point)] if args.point else []
+
+
+def _prompt_groups(args, width: int, height: int) -> list:
+    """Validated prompts (``sca.models.processor``): the boxes, then the clicked region(s)."""
+    from sca.models.processor import check_region_prompts
+
+    groups = []
+    if args.box:
+        groups.append(check_region_prompts(width, height, boxes=args.box))
+    if args.point:
+        if args.each_point:
+            groups.append(check_region_prompts(width, height, points=_point_groups(args)))
+        else:
+            labels = [1] * len(args.point) + [0] * len(args.neg_point)
+            groups.append(check_region_prompts(width, height, points=_point_groups(args), point_labels=[labels]))
+    return groups
 
 
 def _finish(args, rgb, regions, timings: dict, extra: dict) -> int:
@@ -139,13 +190,14 @@ def _finish(args, rgb, regions, timings: dict, extra: dict) -> int:
     if args.overlay:
         from sca.app.overlay import render_overlay
 
-        Path(args.overlay).parent.mkdir(parents=True, exist_ok=True)
-        render_overlay(rgb, regions).save(args.overlay)
+        Path(args.overlay).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        render_overlay(rgb, regions).save(Path(args.overlay).expanduser())
         _say(args, f"overlay written to {args.overlay}")
     text = json.dumps(out, indent=2)
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n")
+        target = Path(args.output).expanduser()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text + "\n")
         _say(args, f"{len(regions)} region(s) written to {args.output}")
     else:
         print(text)
@@ -153,18 +205,15 @@ def _finish(args, rgb, regions, timings: dict, extra: dict) -> int:
 
 
 def run_caption(args) -> int:
-    from sca.models.processor import check_region_prompts
-
-    rgb = _load_rgb(args.image)
-    height, width = rgb.shape[:2]
-    # Validate every prompt against the image before the (slow) model load.
-    groups = []
-    if args.box:
-        groups.append(check_region_prompts(width, height, boxes=args.box))
-    if args.point or args.neg_point:
-        groups.append(_point_prompts(args, width, height))
-    if not groups:
+    width, height = _check_inputs(args)
+    groups = _point_groups(args)
+    if not args.box and not groups:
         raise ValueError("no prompts: give --box X0 Y0 X1 Y1 and/or --point X Y (or use `sca everything`)")
+    check.check_prompts(width, height, boxes=args.box, points=groups)
+    check.check_checkpoint(args.checkpoint)
+    rgb = _decode(args)
+    _heavy_imports(args)
+    prompts = _prompt_groups(args, rgb.shape[1], rgb.shape[0])
     t0 = time.perf_counter()
     cap = _captioner(args)
     t1 = time.perf_counter()
@@ -172,14 +221,38 @@ def run_caption(args) -> int:
     enc = cap.encode(rgb)
     t2 = time.perf_counter()
     regions = []
-    for group in groups:
+    for group in prompts:
         regions += cap.caption_prompts(enc, group, task=args.task, num_beams=args.num_beams,
                                        max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
     t3 = time.perf_counter()
     return _finish(args, rgb, regions, {"load": t1 - t0, "encode": t2 - t1, "caption": t3 - t2}, {})
 
 
+def _check_anything(args, *, demo: bool = False) -> None:
+    """Anything mode's numbers (``AnythingConfig`` checks them again); the demo's within its sliders."""
+    if demo:
+        check.check_range(args.points_per_side, "--points-per-side", low=1, high=DEMO_MAX_POINTS_PER_SIDE)
+        check.check_range(args.max_regions, "--max-regions", low=1, high=DEMO_MAX_REGIONS)
+        for flag, value in (("--pred-iou-thresh", args.pred_iou_thresh),
+                            ("--stability-score-thresh", args.stability_score_thresh)):
+            check.check_range(value, flag, low=0, high=1)
+        return
+    check.check_range(args.points_per_side, "--points-per-side", low=1)
+    check.check_range(args.points_per_batch, "--points-per-batch", low=1)
+    for flag, value in (("--pred-iou-thresh", args.pred_iou_thresh),
+                        ("--stability-score-thresh", args.stability_score_thresh), ("--nms-iou", args.nms_iou)):
+        check.check_range(value, flag, low=-1, high=1)
+    check.check_range(args.stability_score_offset, "--stability-score-offset", low=0)
+    check.check_range(args.min_mask_area, "--min-mask-area", low=0)
+    check.check_range(args.max_regions, "--max-regions", low=1)
+
+
 def run_everything(args) -> int:
+    width, height = _check_inputs(args)
+    _check_anything(args)
+    check.check_checkpoint(args.checkpoint)
+    rgb = _decode(args)
+    _heavy_imports(args)
     from dataclasses import asdict
 
     from sca.app.anything import AnythingConfig, caption_everything
@@ -189,26 +262,33 @@ def run_everything(args) -> int:
                             stability_score_thresh=args.stability_score_thresh,
                             stability_score_offset=args.stability_score_offset, nms_iou=args.nms_iou,
                             min_mask_area=args.min_mask_area, max_regions=args.max_regions)
-    rgb = _load_rgb(args.image)
     t0 = time.perf_counter()
     cap = _captioner(args)
     t1 = time.perf_counter()
-    _say(args, f"anything mode on the {rgb.shape[1]}x{rgb.shape[0]} image: "
-               f"{config.points_per_side ** 2} point prompts")
+    _say(args, f"anything mode on the {width}x{height} image: {config.points_per_side ** 2} point prompts")
     regions = caption_everything(cap, rgb, config, task=args.task, num_beams=args.num_beams,
                                  max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
     t2 = time.perf_counter()
+    if not regions:
+        _say(args, "anything mode kept no mask; lower --pred-iou-thresh / --stability-score-thresh or raise "
+                   "--points-per-side")
     return _finish(args, rgb, regions, {"load": t1 - t0, "everything": t2 - t1}, {"anything": asdict(config)})
 
 
 def run_demo(args) -> int:
-    try:
-        from sca.app.demo import build_demo
-    except ModuleNotFoundError as err:
-        print(f"sca demo: error: the demo needs gradio ({err}); install it with "
-              f"pip install -c requirements/constraints.txt -e '.[demo]'", file=sys.stderr)
-        return 2
+    import importlib.util
+
+    _check_generation(args)
+    _check_anything(args, demo=True)
+    check.check_device(args.device)
+    check.check_checkpoint(args.checkpoint)
+    check.check_port(args.host, args.port)
+    if importlib.util.find_spec("gradio") is None:
+        raise ValueError("the demo needs gradio, which is not installed; install it with "
+                         "pip install -c requirements/constraints.txt -e '.[demo]'")
+    _heavy_imports(args)
     from sca.app.anything import AnythingConfig
+    from sca.app.demo import build_demo
 
     anything = AnythingConfig(points_per_side=args.points_per_side, pred_iou_thresh=args.pred_iou_thresh,
                               stability_score_thresh=args.stability_score_thresh, max_regions=args.max_regions)

@@ -10,7 +10,7 @@ The protocol defaults to the one of the records' source; a different one is refu
 
 from __future__ import annotations
 
-from sca.evaluation.baselines import BASELINES
+# Light imports only: ``sca --help`` imports this module (sca.evaluation.baselines pulls in torch).
 from sca.evaluation.metrics import METRICS
 from sca.evaluation.protocols import protocol_names
 
@@ -35,7 +35,9 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     p.add_argument("--limit", type=int, help="only the first N images (a quick look; not a result)")
     p.add_argument("--metrics", nargs="+", default=list(METRICS), help=f"any of {list(METRICS)}")
-    p.add_argument("--baselines", nargs="*", default=list(BASELINES), help=f"any of {list(BASELINES)}")
+    p.add_argument("--baselines", nargs="*", default=None,
+                   help="baselines to score beside the model (default: all of sca.evaluation.baselines.BASELINES; "
+                        "none: the flag alone)")
     p.add_argument("--figure-images", type=int, default=4, help="images in figure.png (0: no figure)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
@@ -54,8 +56,14 @@ def _records(path: str, limit: int | None):
 
 
 def run(args) -> int:
-    from sca.evaluation.baselines import evaluate_run
+    from sca.evaluation.baselines import BASELINES, evaluate_run
     from sca.evaluation.predict import GenerationSettings
+
+    if args.baselines is None:
+        args.baselines = list(BASELINES)
+    unknown = [b for b in args.baselines if b not in BASELINES]
+    if unknown:
+        raise ValueError(f"--baselines: unknown {unknown}; use any of {list(BASELINES)}")
 
     settings = {"records": args.records, "images": args.images, "checkpoint": args.checkpoint,
                 "train_records": args.train_records, "limit": args.limit}

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sca.app.arguments import cuda_device_count
 from sca.cli import build_parser, main
 from sca.data.masks import rle_decode
 
@@ -76,7 +77,7 @@ def test_bad_files_and_missing_checkpoints(tiny_checkpoint, photo, tmp_path, cap
         (["caption", str(photo), "--checkpoint", str(tmp_path / "no-ckpt"), "--box", "0", "0", "5", "5"],
          "no such folder, and not a hub id"),
         (["everything", str(photo), "--checkpoint", str(tiny_checkpoint), "--points-per-side", "0"],
-         "points_per_side must be a positive int, got 0"),
+         "--points-per-side must be >= 1, got 0"),
     ]
     for argv, message in cases:
         assert main([*argv, *FAST]) == 2
@@ -103,9 +104,89 @@ def test_progress_goes_to_stderr(tiny_checkpoint, photo, capsys):
                  "--num-beams", "1", "--max-new-tokens", "2"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["regions"][0]["box"] == [0, 0, 9, 9]
-    assert "loading" in captured.err and "encoding the 96x64 image" in captured.err and "captioning" in captured.err
+    assert f"loading checkpoint {tiny_checkpoint} ..." in captured.err and "checkpoint loaded in" in captured.err
+    assert "encoding the 96x64 image" in captured.err and "captioning" in captured.err
 
 
 def test_demo_command_is_registered_with_loopback_default():
     args = build_parser().parse_args(["demo", "--checkpoint", "x"])
     assert (args.host, args.port) == ("127.0.0.1", 7860) and args.func.__name__ == "run_demo"
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fails the test if a command gets as far as loading a checkpoint."""
+    from sca.app.api import Captioner
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the checkpoint was loaded before the arguments were checked")
+
+    monkeypatch.setattr(Captioner, "from_pretrained", refuse)
+
+
+def _truncated_png(photo, tmp_path):
+    data = photo.read_bytes()
+    target = tmp_path / "truncated.png"
+    target.write_bytes(data[: len(data) // 2])
+    return target
+
+
+@pytest.mark.parametrize("command", ["caption", "everything"])
+def test_every_argument_is_checked_before_the_model_loads(command, tiny_checkpoint, photo, tmp_path, capsys,
+                                                         no_model_load):
+    (tmp_path / "folder").mkdir()
+    prompt = ["--box", "0", "0", "9", "9"] if command == "caption" else []
+    cases = [
+        (["--device", "cuda"], "--device 'cuda': no CUDA device on this machine; use --device cpu"),
+        (["--device", "cuda:7x"], "--device 'cuda:7x' is not a device; use cpu, cuda, cuda:N"),
+        (["--output", str(tmp_path / "folder")], f"--output {str(tmp_path / 'folder')!r} is a folder"),
+        (["--output", str(photo)], "is the input image"),
+        (["--overlay", str(tmp_path / "folder")], "is a folder"),
+        (["--overlay", str(tmp_path / "o.json")], "cannot write a picture with extension '.json'"),
+        (["--output", str(tmp_path / "x.png"), "--overlay", str(tmp_path / "x.png")], "are the same file"),
+        (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1, got 0"),
+    ]
+    if command == "everything":
+        cases += [(["--points-per-batch", "0"], "--points-per-batch must be >= 1, got 0"),
+                  (["--stability-score-offset", "-1"], "--stability-score-offset must be >= 0, got -1.0"),
+                  (["--max-regions", "0"], "--max-regions must be >= 1, got 0")]
+    for extra, message in cases:
+        if "cuda" in extra and cuda_device_count():
+            continue  # a machine with CUDA: nothing to reject
+        argv = [command, str(photo), "--checkpoint", str(tiny_checkpoint), *prompt, *FAST, *extra]
+        assert main(argv) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith(f"sca {command}: error: ") and len(err.strip().splitlines()) == 1, err
+        assert message in err, err
+    truncated = _truncated_png(photo, tmp_path)
+    assert main([command, str(truncated), "--checkpoint", str(tiny_checkpoint), *prompt, *FAST]) == 2
+    err = capsys.readouterr().err
+    assert f"image_corrupt: {truncated}: " in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_output_in_a_new_folder_is_fine(tiny_checkpoint, photo, tmp_path):
+    target = tmp_path / "new" / "deeper" / "r.json"
+    assert main(["caption", str(photo), "--checkpoint", str(tiny_checkpoint), "--box", "0", "0", "9", "9",
+                 "--output", str(target), *FAST]) == 0
+    assert json.loads(target.read_text())["regions"][0]["box"] == [0, 0, 9, 9]
+
+
+def test_demo_arguments_are_checked_before_the_model_loads(tiny_checkpoint, tmp_path, capsys, no_model_load):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cases = [
+            (["--port", str(port)], f"--port {port}: the port is in use on 127.0.0.1"),
+            (["--host", "no-such-host.invalid"], "--host 'no-such-host.invalid' is not a known host"),
+            (["--pred-iou-thresh", "1.5"], "--pred-iou-thresh must be in [0, 1], got 1.5"),
+            (["--max-regions", "500"], "--max-regions must be in [1, 128], got 500"),
+            (["--num-beams", "0"], "--num-beams must be >= 1, got 0"),
+            (["--checkpoint", str(tmp_path)], "is neither a checkpoint folder"),
+        ]
+        for extra, message in cases:
+            assert main(["demo", "--checkpoint", str(tiny_checkpoint), *extra]) == 2, extra
+            err = capsys.readouterr().err
+            assert err.startswith("sca demo: error: ") and message in err and len(err.splitlines()) == 1, err
