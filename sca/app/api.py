@@ -17,15 +17,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from sca.data.transforms import Geometry
-from sca.models.captioner import SCAModel
+from sca.models.captioner import SCAModel, check_generation_options
+from sca.models.masks import CompactMask
 from sca.models.processor import RegionProcessor, RegionPrompts, check_region_prompts, to_rgb
+
+if TYPE_CHECKING:
+    from sca.app.anything import AnythingConfig, AnythingResult
 
 __all__ = ["TASKS", "Captioner", "EncodedImage", "RegionCaption", "default_device", "default_dtype",
            "resolve_checkpoint"]
@@ -33,12 +37,15 @@ __all__ = ["TASKS", "Captioner", "EncodedImage", "RegionCaption", "default_devic
 TASKS = {"recognition": 0, "caption": 1}  # task token ids (paper.md §1.7)
 
 
-@dataclass
+@dataclass(eq=False)
 class RegionCaption:
     """One region's result, in original pixels.
 
     caption: generated text (a category name with the recognition task).
-    mask: [H, W] bool, SAM's mask with the highest predicted IoU (threshold 0 on its logits).
+    mask: [H, W] bool, SAM's mask with the highest predicted IoU (threshold 0 on its logits). Stored
+        compactly (``compact_mask``: column runs, ``sca.models.masks.CompactMask``); reading ``mask``
+        makes the dense array (H x W bytes), so for large images use ``compact_mask``, ``area``,
+        ``mask_box`` and ``to_dict`` (RLE), which never do. May be set to an array or a CompactMask.
     iou_score: that mask's predicted IoU; iou_scores: all M of SAM's masks' predicted IoU.
     box, points, point_labels: the prompt of the region (None where not given).
     mask_box: [x0, y0, x1, y1] pixel-edge box around the mask (None for an empty mask).
@@ -46,7 +53,7 @@ class RegionCaption:
     """
 
     caption: str
-    mask: np.ndarray | None
+    mask: Any = field(repr=False)  # a property below: [H, W] bool
     iou_score: float
     iou_scores: list[float]
     mask_index: int
@@ -59,16 +66,11 @@ class RegionCaption:
 
     @property
     def area(self) -> int:
-        return 0 if self.mask is None else int(self.mask.sum())
+        return 0 if self.compact_mask is None else self.compact_mask.area
 
     @property
     def mask_box(self) -> list[float] | None:
-        if self.mask is None:
-            return None
-        ys, xs = np.nonzero(self.mask.any(axis=1))[0], np.nonzero(self.mask.any(axis=0))[0]
-        if ys.size == 0:
-            return None
-        return [float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1)]
+        return None if self.compact_mask is None else self.compact_mask.box()
 
     def to_dict(self, mask: str = "rle") -> dict[str, Any]:
         """JSON-ready dict; ``mask``: "rle" (COCO compressed RLE), "none"."""
@@ -81,11 +83,23 @@ class RegionCaption:
         if self.stability_score is not None:
             out["stability_score"] = round(self.stability_score, 5)
         out.update(self.extra)
-        if mask == "rle" and self.mask is not None:
-            from sca.data.masks import rle_encode
-
-            out["mask"] = rle_encode(self.mask)
+        if mask == "rle" and self.compact_mask is not None:
+            out["mask"] = self.compact_mask.rle()
         return out
+
+
+def _get_mask(self: RegionCaption) -> np.ndarray | None:
+    return None if self.compact_mask is None else self.compact_mask.to_dense()
+
+
+def _set_mask(self: RegionCaption, value: Any) -> None:
+    if value is None or isinstance(value, CompactMask):
+        self.compact_mask = value
+    else:
+        self.compact_mask = CompactMask.from_dense(value)
+
+
+RegionCaption.mask = property(_get_mask, _set_mask, doc="[H, W] bool (made from ``compact_mask`` on access)")
 
 
 @dataclass
@@ -197,6 +211,8 @@ class Captioner:
         pixels; kinds given together prompt the same regions. Beam 3 and 20 new tokens are the
         paper's evaluation settings (paper.md §5). generate_kwargs go to the LM's ``generate``
         (e.g. ``min_new_tokens``, ``repetition_penalty``)."""
+        _task_id(task)
+        check_generation_options(num_beams, max_new_tokens, region_chunk_size, generate_kwargs)
         enc = self.encode(image)
         width, height = enc.size
         prompts = check_region_prompts(width, height, boxes, points, point_labels, masks)
@@ -210,9 +226,7 @@ class Captioner:
         """``caption`` for prompts already validated by ``check_region_prompts``. with_masks=False skips
         the full-resolution masks (``mask`` is then None; anything mode brings its own)."""
         task_id, task_name = _task_id(task)
-        if num_beams < 1 or max_new_tokens < 1 or region_chunk_size < 1:
-            raise ValueError(f"num_beams, max_new_tokens and region_chunk_size must be >= 1; got "
-                             f"{num_beams}, {max_new_tokens}, {region_chunk_size}")
+        check_generation_options(num_beams, max_new_tokens, region_chunk_size, generate_kwargs)
         model_prompts = self.processor.to_model(prompts, enc.geometry).to(self.device, self.dtype)
         n = prompts.num_regions
         starts = range(0, n, region_chunk_size)
@@ -232,30 +246,38 @@ class Captioner:
 
     def _results(self, enc: EncodedImage, low_res: Tensor, ious: Tensor, captions: list[str], task: str,
                  prompts: RegionPrompts, start: int, with_masks: bool = True) -> list[RegionCaption]:
-        """low_res: [n, M, 4h, 4w] logits; ious: [n, M] -> the best mask per region at full size."""
+        """low_res: [n, M, 4h, 4w] logits; ious: [n, M] -> the best mask per region at full size,
+        upsampled window by window into compact masks (bounded memory for any image size)."""
         best = ious.float().argmax(dim=1)  # [n]
-        full = None
+        masks = [None] * len(captions)
         if with_masks:
-            picked = low_res[torch.arange(low_res.shape[0]), best][:, None]  # [n, 1, 4h, 4w]
-            # A few at a time: float masks of a 12-megapixel photo take 48 MB each.
-            full = np.concatenate([(self.processor.postprocess_masks(picked[i: i + 4], enc.geometry)[:, 0] > 0)
-                                   .cpu().numpy() for i in range(0, picked.shape[0], 4)])  # [n, H, W] bool
+            picked = low_res[torch.arange(low_res.shape[0]), best]  # [n, 4h, 4w]
+            masks = self.processor.postprocess_compact(picked, enc.geometry)
         out = []
         for j, text in enumerate(captions):
             scores = ious[j].float().tolist()
-            out.append(RegionCaption(caption=text, mask=None if full is None else full[j],
-                                     iou_score=scores[int(best[j])],
+            out.append(RegionCaption(caption=text, mask=masks[j], iou_score=scores[int(best[j])],
                                      iou_scores=scores, mask_index=int(best[j]), task=task,
                                      **prompts.region(start + j)))
         return out
 
     # -- anything mode ----------------------------------------------------------------------------
+    def anything_config(self, **options) -> AnythingConfig:
+        """The anything-mode settings ``everything(**options)`` would use: ``options`` over the
+        checkpoint's (``model.config.anything``) over SAM's; ``.sources`` names where each came from
+        (for a UI's initial values)."""
+        from sca.app.anything import AnythingConfig
+
+        return AnythingConfig(**options).resolve(self.model.config.anything)
+
     def everything(self, image: Any, *, task: str | int = "caption", num_beams: int = 3,
-                   max_new_tokens: int = 20, progress: bool = False, **anything_options) -> list[RegionCaption]:
+                   max_new_tokens: int = 20, progress: bool = False, **anything_options) -> AnythingResult:
         """Anything mode: SAM's automatic masks, each captioned (``sca.app.anything``). Options of
-        ``AnythingConfig``: points_per_side (32), points_per_batch (64), pred_iou_thresh (0.88),
-        stability_score_thresh (0.95), stability_score_offset (1.0), nms_iou (0.7), min_mask_area
-        (0), max_regions (None)."""
+        ``AnythingConfig``: points_per_side, points_per_batch (64), pred_iou_thresh,
+        stability_score_thresh, stability_score_offset, nms_iou, min_mask_area, max_regions (None);
+        unset thresholds come from the checkpoint (``anything_config()``), else SAM's (32, 0.88,
+        0.95, 1.0, 0.7, 0). Returns a list of ``RegionCaption`` with ``.report`` (an
+        ``AnythingReport``: what each filter removed); an empty result warns with the report's summary."""
         from sca.app.anything import AnythingConfig, caption_everything
 
         config = AnythingConfig(**anything_options)

@@ -9,6 +9,7 @@ freely, and a region's result never depends on the others in its batch.
 from __future__ import annotations
 
 import inspect
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,30 @@ from sca.models.mixer import TextFeatureMixer, init_new_module
 from sca.models.segmenters.base import DECODER_LAYER_NORM_EPS_OPTION, Prompts, Segmenter, SegmenterOutput
 from sca.models.text import IGNORE_INDEX, CaptionBatch
 
-__all__ = ["CaptionResult", "SCAModel", "SCAOutput", "flatten_regions"]
+__all__ = ["CaptionResult", "SCAModel", "SCAOutput", "check_generation_options", "flatten_regions"]
+
+
+def _positive_int(value, name: str, hint: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1 ({hint}), got {value!r}"
+                         + (f" of type {type(value).__name__}" if not isinstance(value, numbers.Integral) else ""))
+
+
+def check_generation_options(num_beams, max_new_tokens, region_chunk_size=1, generate_kwargs=None) -> None:
+    """Raise ValueError naming the bad value unless the generation options are usable: num_beams,
+    max_new_tokens and region_chunk_size whole numbers >= 1; options that would give other than one
+    caption per region (num_return_sequences != 1) or that ``generate`` sets itself are refused."""
+    _positive_int(num_beams, "num_beams", "1 = greedy; the paper's evaluation uses 3")
+    _positive_int(max_new_tokens, "max_new_tokens", "the paper's evaluation uses 20")
+    _positive_int(region_chunk_size, "region_chunk_size", "regions decoded at a time")
+    kwargs = generate_kwargs or {}
+    if kwargs.get("num_return_sequences", 1) != 1:
+        raise ValueError(f"num_return_sequences must be 1 (one caption per region), got "
+                         f"{kwargs['num_return_sequences']!r}")
+    reserved = sorted({"inputs_embeds", "attention_mask", "input_ids"} & set(kwargs))
+    if reserved:
+        raise ValueError(f"generate options {reserved} are set by SCAModel.generate itself (the visual prefix); "
+                         f"leave them out")
 
 
 @dataclass
@@ -179,9 +203,7 @@ class SCAModel(nn.Module):
     def visual_prefix(self, seg: SegmenterOutput, task_ids: Tensor) -> Tensor:
         """SAM outputs of N regions + task ids [N] -> LM prefix [N, tasks_tokens + queries, H]
         = [6 task tokens ; 8 projected caption queries] (paper.md §1.8)."""
-        pe = self.segmenter.image_positional_embeddings()
-        dtype = self.projection.weight.dtype
-        queries = self.mixer(seg.tokens[:, 0].to(dtype), seg.image_tokens[:, 0].to(dtype), pe.to(dtype))
+        queries = self._mix(seg)
         lm_dtype = self.lm.model.get_input_embeddings().weight.dtype
         projected = self.projection(queries).to(lm_dtype)
         k = self.config.num_task_tokens
@@ -189,6 +211,27 @@ class SCAModel(nn.Module):
             raise ValueError(f"task ids must be in [0, {self.config.num_tasks}) (0 recognition, 1 caption); got {task_ids.tolist()}")
         rows = task_ids[:, None] * k + torch.arange(k, device=task_ids.device)  # [N, 6]
         return torch.cat([self.task_tokens(rows).to(lm_dtype), projected], dim=1)
+
+    def _mix(self, seg: SegmenterOutput) -> Tensor:
+        """The mixer's caption queries [N, Q, C] for N regions. Regions with different numbers of SAM
+        tokens (``seg.token_mask``: other prompt kinds) are mixed in groups of equal count, each with
+        its own tokens only, so a region's queries never depend on its batch."""
+        pe = self.segmenter.image_positional_embeddings()
+        dtype = self.projection.weight.dtype
+        pe = pe.to(dtype)
+        tokens, image_tokens = seg.tokens[:, 0].to(dtype), seg.image_tokens[:, 0].to(dtype)  # [N, T, C], [N, hw, C]
+        if seg.token_mask is None:
+            return self.mixer(tokens, image_tokens, pe)
+        counts = seg.token_mask[:, 0].sum(1)  # [N]; each region's own tokens come first
+        parts, order = [], []
+        for c in torch.unique(counts).tolist():
+            rows = torch.nonzero(counts == c).flatten()
+            parts.append(self.mixer(tokens[rows, :c], image_tokens[rows], pe))
+            order.append(rows)
+        order = torch.cat(order)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        return torch.cat(parts).index_select(0, inverse)
 
     def _task_ids(self, task_ids: Tensor | int | None, n: int) -> Tensor:
         if task_ids is None:
@@ -275,8 +318,7 @@ class SCAModel(nn.Module):
         """Caption every region: the image is encoded once, regions go through SAM, the mixer and the
         LM in chunks of ``region_chunk_size`` (bounds memory; results do not depend on it).
         Greedy by default; ``num_beams=3, max_new_tokens=20`` is the paper's evaluation (§5)."""
-        if region_chunk_size < 1:
-            raise ValueError(f"region_chunk_size must be >= 1, got {region_chunk_size}")
+        check_generation_options(num_beams, max_new_tokens, region_chunk_size, generate_kwargs)
         if features is None:
             if pixel_values is None:
                 raise ValueError("give pixel_values or precomputed features")

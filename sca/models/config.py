@@ -13,7 +13,24 @@ from typing import Any
 
 import torch
 
-__all__ = ["DTYPES", "SCAConfig", "PAPER_CONFIG", "TINY_CONFIG", "dtype_name"]
+__all__ = ["ANYTHING_KEYS", "DTYPES", "SCAConfig", "PAPER_CONFIG", "TINY_CONFIG", "check_anything_defaults",
+           "dtype_name"]
+
+# The anything-mode settings a checkpoint may carry (sca.app.anything.AnythingConfig validates values).
+ANYTHING_KEYS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "stability_score_offset",
+                 "nms_iou", "min_mask_area")
+
+
+def check_anything_defaults(values: Any, what: str) -> None:
+    """Raise ValueError unless ``values`` is a dict of known anything-mode keys with number values."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{what} must be a dict with keys among {list(ANYTHING_KEYS)}, got {values!r}")
+    unknown = sorted(set(values) - set(ANYTHING_KEYS))
+    if unknown:
+        raise ValueError(f"{what} has unknown key(s) {unknown}; known: {list(ANYTHING_KEYS)}")
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{what}[{key!r}] must be a number, got {value!r}")
 
 
 @dataclass
@@ -34,6 +51,11 @@ class SCAConfig:
         tokens, LM): "float32" (default), "bfloat16" or "float16"; a torch.dtype is accepted and
         stored by name. A checkpoint's own dtype (e.g. a ``torch_dtype`` in an LM config) does not
         decide it.
+    anything: the anything mode's defaults for this model, a dict with keys of ``ANYTHING_KEYS``
+        (e.g. ``{"pred_iou_thresh": 0.62, "stability_score_thresh": 0.4}``), or None: SAM's
+        (``sca.app.anything``). SAM's thresholds suit SAM's own score scale; a segmenter trained
+        elsewhere predicts on its own scale, so its checkpoint carries thresholds calibrated on its
+        validation data (``sca.app.calibrate.calibrate_anything``). Omitted from ``to_dict`` when None.
     """
 
     image_encoder: dict[str, Any] = field(default_factory=lambda: {"name": "tiny-sam"})
@@ -48,6 +70,7 @@ class SCAConfig:
     use_sam_tokens: bool = True
     multimask_output: bool = True
     dtype: str = "float32"
+    anything: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for part in ("image_encoder", "language_model"):
@@ -63,9 +86,14 @@ class SCAConfig:
         self.dtype = dtype_name(self.dtype)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"SCAConfig.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.anything is not None:
+            check_anything_defaults(self.anything, "SCAConfig.anything")
 
     def to_dict(self) -> dict[str, Any]:
-        return copy.deepcopy(asdict(self))
+        d = copy.deepcopy(asdict(self))
+        if d["anything"] is None:  # configs (and run fingerprints) of models without it stay as they were
+            del d["anything"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SCAConfig:

@@ -113,7 +113,7 @@ def test_recognition_task_and_bad_settings(captioner, photo_rgb):
     assert captioner.caption(photo_rgb, boxes=BOXES[:1], task=0, **FAST)[0].caption == r.caption
     with pytest.raises(ValueError, match=r"unknown task 'detect'; use one of \['recognition', 'caption'\]"):
         captioner.caption(photo_rgb, boxes=BOXES[:1], task="detect")
-    with pytest.raises(ValueError, match="num_beams, max_new_tokens and region_chunk_size must be >= 1"):
+    with pytest.raises(ValueError, match=r"num_beams must be a whole number >= 1 \(1 = greedy.*got 0"):
         captioner.caption(photo_rgb, boxes=BOXES[:1], num_beams=0)
     with pytest.raises(ValueError, match=r"box 0 \[50.0, 0.0, 10.0, 10.0\] is inverted"):
         captioner.caption(photo_rgb, boxes=[[50, 0, 10, 10]])
@@ -123,6 +123,38 @@ def test_recognition_task_and_bad_settings(captioner, photo_rgb):
         captioner.caption(photo_rgb)
     with pytest.raises(ValueError, match="2 channels are ambiguous"):
         captioner.caption(np.zeros((8, 8, 2), np.uint8), boxes=[[0, 0, 4, 4]])
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"num_beams": 1.5}, r"num_beams must be a whole number >= 1 .*got 1.5 of type float"),
+    ({"num_beams": True}, r"num_beams must be a whole number >= 1 .*got True"),
+    ({"num_beams": "3"}, r"num_beams must be a whole number >= 1 .*got '3' of type str"),
+    ({"max_new_tokens": 0}, r"max_new_tokens must be a whole number >= 1 \(the paper's evaluation uses 20\), got 0"),
+    ({"max_new_tokens": 2.0}, r"max_new_tokens must be a whole number >= 1 .*got 2.0 of type float"),
+    ({"region_chunk_size": -1}, r"region_chunk_size must be a whole number >= 1 .*got -1"),
+    ({"num_return_sequences": 2}, r"num_return_sequences must be 1 \(one caption per region\), got 2"),
+    ({"inputs_embeds": None}, r"generate options \['inputs_embeds'\] are set by SCAModel.generate itself"),
+    ({"task": "nope"}, r"unknown task 'nope'; use one of \['recognition', 'caption'\] \(or their ids \[0, 1\]\)"),
+    ({"task": 5}, r"unknown task 5"),
+])
+def test_generation_arguments_are_validated_with_the_value_and_what_is_accepted(captioner, photo_rgb, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        captioner.caption(photo_rgb, boxes=BOXES[:1], **{**FAST, **kwargs})
+    if "task" not in kwargs:  # the model's own generate checks them too
+        pixels, geom = captioner.processor.preprocess(photo_rgb)
+        boxes = torch.tensor(geom.boxes_to_input(np.array(BOXES[:1])), dtype=torch.float32)[None]
+        with pytest.raises(ValueError, match=message):
+            captioner.model.generate(prompts=Prompts(boxes=boxes), pixel_values=pixels, **{**FAST, **kwargs})
+
+
+def test_everything_checks_task_and_generation_options_before_any_work(captioner, photo_rgb, monkeypatch):
+    monkeypatch.setattr(captioner, "encode", lambda image: pytest.fail("encoded before checking the options"))
+    with pytest.raises(ValueError, match=r"unknown task 'nope'; use one of \['recognition', 'caption'\]"):
+        captioner.everything(photo_rgb, task="nope")
+    with pytest.raises(ValueError, match=r"num_beams must be a whole number >= 1 .*got 1.5"):
+        captioner.everything(photo_rgb, num_beams=1.5)
+    with pytest.raises(ValueError, match=r"pred_iou_thresh must be a number in \[-1, 1\] \(IoU scale\), got 2"):
+        captioner.everything(photo_rgb, pred_iou_thresh=2)
 
 
 def test_to_dict_is_json_ready_with_an_rle_mask(captioner, photo_rgb):

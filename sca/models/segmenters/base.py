@@ -17,11 +17,12 @@ inputs and outputs are read with a forward hook, so masks and IoU scores are exa
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from .prompts import Prompts, SegmenterOutput, merge_outputs, split_by_signature
 
 __all__ = [
     "DECODER_EPS_CONFIG_KEY",
@@ -68,123 +69,6 @@ def recorded_decoder_eps(model: nn.Module) -> float | None:
     """The eps ``set_original_decoder_eps`` set on ``model`` (or its loaded config records), else None."""
     eps = getattr(model.config.mask_decoder_config, DECODER_EPS_CONFIG_KEY, None)
     return None if eps is None else float(eps)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Prompts and outputs
-# ---------------------------------------------------------------------------------------------------
-@dataclass
-class Prompts:
-    """Region prompts for a batch of images, in the segmenter's input frame (pixels of the resized,
-    padded ``image_size`` square). Every region of a batch has the same kinds of prompt.
-
-    boxes: [B, R, 4] float, x0 y0 x1 y1.
-    points: [B, R, P, 2] float, x y.
-    point_labels: [B, R, P] int: 1 foreground, 0 background, -10 padding (ignored).
-    masks: [B, R, 1, 4h, 4w] float mask logits (256 x 256 for SAM), SAM's low-resolution mask prompt.
-    """
-
-    boxes: Tensor | None = None
-    points: Tensor | None = None
-    point_labels: Tensor | None = None
-    masks: Tensor | None = None
-
-    def __post_init__(self) -> None:
-        present = [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None]
-        if not present or all(name == "point_labels" for name, _ in present):
-            raise ValueError("Prompts needs at least one of boxes, points or masks; got none")
-        if self.points is not None and self.point_labels is None:
-            self.point_labels = torch.ones(self.points.shape[:-1], dtype=torch.long, device=self.points.device)
-        expected_dims = {"boxes": 3, "points": 4, "point_labels": 3, "masks": 5}
-        shape = None
-        for name, value in present:
-            if value.dim() != expected_dims[name]:
-                raise ValueError(
-                    f"Prompts.{name} must have {expected_dims[name]} dims {self._shape_doc(name)}; "
-                    f"got shape {tuple(value.shape)}"
-                )
-            if shape is None:
-                shape = tuple(value.shape[:2])
-            elif tuple(value.shape[:2]) != shape:
-                raise ValueError(
-                    f"Prompts.{name} has batch x regions {tuple(value.shape[:2])}, others have {shape}"
-                )
-        if self.boxes is not None and self.boxes.shape[-1] != 4:
-            raise ValueError(f"Prompts.boxes must end in 4 (x0 y0 x1 y1); got shape {tuple(self.boxes.shape)}")
-        if self.points is not None:
-            if self.points.shape[-1] != 2:
-                raise ValueError(f"Prompts.points must end in 2 (x y); got shape {tuple(self.points.shape)}")
-            if tuple(self.point_labels.shape) != tuple(self.points.shape[:-1]):
-                raise ValueError(
-                    f"Prompts.point_labels shape {tuple(self.point_labels.shape)} does not match points "
-                    f"{tuple(self.points.shape)}"
-                )
-        if shape[1] == 0:
-            raise ValueError("Prompts hold zero regions; give at least one box, point or mask per image")
-
-    @staticmethod
-    def _shape_doc(name: str) -> str:
-        return {"boxes": "[B, R, 4]", "points": "[B, R, P, 2]", "point_labels": "[B, R, P]",
-                "masks": "[B, R, 1, H, W]"}[name]
-
-    @property
-    def batch_size(self) -> int:
-        return self._first().shape[0]
-
-    @property
-    def num_regions(self) -> int:
-        return self._first().shape[1]
-
-    def _first(self) -> Tensor:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is not None:
-                return value
-        raise AssertionError("unreachable: validated in __post_init__")
-
-    def map(self, fn) -> Prompts:
-        """Apply ``fn`` to every present tensor (e.g. slicing regions, moving devices)."""
-        return replace(self, **{f.name: fn(getattr(self, f.name)) for f in fields(self)
-                                if getattr(self, f.name) is not None})
-
-    def regions(self, start: int, stop: int) -> Prompts:
-        """Regions ``start:stop`` of every image."""
-        return self.map(lambda t: t[:, start:stop])
-
-    def flatten(self) -> Prompts:
-        """[B, R, ...] -> [B*R, 1, ...]: every region becomes its own single-region batch item."""
-        return self.map(lambda t: t.reshape(t.shape[0] * t.shape[1], 1, *t.shape[2:]))
-
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Prompts:
-        def move(t: Tensor) -> Tensor:
-            return t.to(device=device, dtype=dtype if t.is_floating_point() and dtype is not None else None)
-
-        return self.map(move)
-
-    def signature(self) -> tuple:
-        """Which prompt kinds are present and how many points: regions with equal signatures batch."""
-        return (
-            self.boxes is not None,
-            None if self.points is None else self.points.shape[2],
-            self.masks is not None,
-        )
-
-
-@dataclass
-class SegmenterOutput:
-    """What a segmenter gives for the regions of a batch of images.
-
-    masks: [B, R, M, 4h, 4w] low-resolution mask logits (M = 3 with multimask output).
-    iou_scores: [B, R, M] predicted mask IoU.
-    tokens: [B, R, T, C] output tokens of the mask decoder's two-way transformer for
-        [iou, mask x (M+1), prompt tokens] (T = 1 + 4 + 2 = 7 for a box prompt with SAM).
-    image_tokens: [B, R, h*w, C] that transformer's updated image tokens, per region.
-    """
-
-    masks: Tensor
-    iou_scores: Tensor
-    tokens: Tensor
-    image_tokens: Tensor
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -352,6 +236,10 @@ class SamSegmenter(Segmenter):
         set_original_decoder_eps(self.sam, eps)
 
     def decode(self, features: dict[str, Tensor], prompts: Prompts, multimask_output: bool = True) -> SegmenterOutput:
+        """features {'image_embeddings': [B, C, h, w], ...} + prompts [B, R, ...] -> SegmenterOutput
+        [B, R, ...]. Regions are grouped by their prompt signature (``prompts.split_by_signature``) and
+        each group is decoded without placeholder prompts, so every region's masks, IoU scores and
+        tokens are those of the region decoded alone."""
         embeddings = features["image_embeddings"]
         batch, regions = prompts.batch_size, prompts.num_regions
         if embeddings.shape[0] != batch:
@@ -362,25 +250,30 @@ class SamSegmenter(Segmenter):
         # SAM's point batch (its mask decoder repeats the image embedding per region) and lets a
         # mask prompt be given per region (SAM's dense prompt is per batch item).
         flat = prompts.flatten()
-        embeddings = embeddings.repeat_interleave(regions, dim=0)
-        extra = {k: v.repeat_interleave(regions, dim=0) for k, v in features.items() if k != "image_embeddings"}
+        image_of = torch.arange(batch, device=embeddings.device).repeat_interleave(regions)
+        parts = []
+        for rows, group in split_by_signature(flat):
+            index = image_of[rows.to(image_of.device)]
+            parts.append((rows, self._decode_group({k: v[index] for k, v in features.items()}, group,
+                                                   multimask_output)))
+        return merge_outputs(parts, batch * regions).reshape(batch, regions)
+
+    def _decode_group(self, features: dict[str, Tensor], group: Prompts, multimask_output: bool) -> SegmenterOutput:
+        """N regions of one signature, each with its image's features [N, ...]: prompts [N, 1, ...]
+        without placeholders -> SegmenterOutput [N, 1, ...]."""
+        embeddings = features["image_embeddings"]
+        extra = {k: v for k, v in features.items() if k != "image_embeddings"}
         sparse, dense = self.sam.prompt_encoder(
-            input_points=flat.points,
-            input_labels=flat.point_labels,
-            input_boxes=flat.boxes,  # [B*R, 1, 4]
-            input_masks=None if flat.masks is None else flat.masks[:, 0],
+            input_points=group.points,
+            input_labels=group.point_labels,
+            input_boxes=group.boxes,  # [N, 1, 4]
+            input_masks=None if group.masks is None else group.masks[:, 0],
         )
         image_pe = self.image_positional_embeddings().expand(embeddings.shape[0], -1, -1, -1)
         with _capture_two_way_transformer(self.sam.mask_decoder.transformer) as rec:
             masks, iou = self._run_mask_decoder(embeddings, image_pe, sparse, dense, multimask_output, extra)
-        tokens = rec["queries"]  # [B*R, 1, T, C]
-        keys = rec["keys"]  # [B*R, 1, h*w, C]
-        return SegmenterOutput(
-            masks=masks.reshape(batch, regions, *masks.shape[2:]),
-            iou_scores=iou.reshape(batch, regions, iou.shape[-1]),
-            tokens=tokens.reshape(batch, regions, *tokens.shape[2:]),
-            image_tokens=keys.reshape(batch, regions, *keys.shape[2:]),
-        )
+        # tokens: [N, 1, T, C]; image tokens: [N, 1, h*w, C]
+        return SegmenterOutput(masks=masks, iou_scores=iou, tokens=rec["queries"], image_tokens=rec["keys"])
 
     def _run_mask_decoder(self, embeddings, image_pe, sparse, dense, multimask_output, extra):
         return self.sam.mask_decoder(
