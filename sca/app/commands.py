@@ -26,7 +26,8 @@ from pathlib import Path
 from sca.app import arguments as check
 
 DTYPES = ("float32", "float16", "bfloat16")
-DEMO_MAX_POINTS_PER_SIDE, DEMO_MAX_REGIONS = 64, 128  # the demo's slider ranges
+DEMO_MAX_POINTS_PER_SIDE, DEMO_MAX_REGIONS = 64, 128  # the demo's slider ranges (sca.app.demo.SLIDERS)
+CHECKPOINT_OR_SAM = "default: the checkpoint's calibrated value, else SAM's"
 
 
 def _common(p) -> None:
@@ -63,13 +64,14 @@ def register(sub) -> None:
                        description="Segment the whole image from a grid of point prompts (SAM's automatic "
                                    "mask generator recipe) and caption every kept mask.")
     _common(p)
-    p.add_argument("--points-per-side", type=int, default=32, help="grid of N x N point prompts (SAM: 32)")
+    p.add_argument("--points-per-side", type=int, help=f"grid of N x N point prompts ({CHECKPOINT_OR_SAM} 32)")
     p.add_argument("--points-per-batch", type=int, default=64, help="points decoded at a time (SAM: 64)")
-    p.add_argument("--pred-iou-thresh", type=float, default=0.88, help="keep masks above (SAM: 0.88)")
-    p.add_argument("--stability-score-thresh", type=float, default=0.95, help="keep masks at or above (SAM: 0.95)")
-    p.add_argument("--stability-score-offset", type=float, default=1.0, help="logit offset (SAM: 1.0)")
-    p.add_argument("--nms-iou", type=float, default=0.7, help="box NMS IoU (SAM: 0.7)")
-    p.add_argument("--min-mask-area", type=int, default=0, help="drop masks with fewer pixels")
+    p.add_argument("--pred-iou-thresh", type=float, help=f"keep masks above, -1 to 1 ({CHECKPOINT_OR_SAM} 0.88)")
+    p.add_argument("--stability-score-thresh", type=float,
+                   help=f"keep masks at or above, -1 to 1 ({CHECKPOINT_OR_SAM} 0.95)")
+    p.add_argument("--stability-score-offset", type=float, help=f"logit offset, >= 0 ({CHECKPOINT_OR_SAM} 1.0)")
+    p.add_argument("--nms-iou", type=float, help=f"box NMS IoU, -1 to 1 ({CHECKPOINT_OR_SAM} 0.7)")
+    p.add_argument("--min-mask-area", type=int, help=f"drop masks with fewer pixels ({CHECKPOINT_OR_SAM} 0)")
     p.add_argument("--max-regions", type=int, help="caption at most N masks (best predicted IoU first)")
     p.set_defaults(func=run_everything)
 
@@ -83,9 +85,10 @@ def register(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=20, help="(paper: 20)")
     p.add_argument("--points-per-side", type=int, default=16,
                    help=f"anything mode's initial grid, 1 to {DEMO_MAX_POINTS_PER_SIDE} (SAM: 32)")
-    p.add_argument("--pred-iou-thresh", type=float, default=0.88, help="anything mode's initial value, 0 to 1")
-    p.add_argument("--stability-score-thresh", type=float, default=0.95,
-                   help="anything mode's initial value, 0 to 1")
+    p.add_argument("--pred-iou-thresh", type=float,
+                   help=f"anything mode's initial value, -1 to 1 ({CHECKPOINT_OR_SAM} 0.88)")
+    p.add_argument("--stability-score-thresh", type=float,
+                   help=f"anything mode's initial value, 0 to 1 ({CHECKPOINT_OR_SAM} 0.95)")
     p.add_argument("--max-regions", type=int, default=24,
                    help=f"anything mode's initial value, 1 to {DEMO_MAX_REGIONS}")
     p.set_defaults(func=run_demo)
@@ -113,10 +116,11 @@ def _check_inputs(args) -> tuple[int, int]:
 
 
 def _decode(args):
-    """The whole image, decoded as the API decodes a path (``sca.models.processor.to_rgb``)."""
-    from sca.data.images import load_image
+    """The whole image, decoded by the API's own path (``sca.models.processor.to_rgb``: the loader,
+    and the image-size limit checked from the header before decoding)."""
+    from sca.models.processor import to_rgb
 
-    return load_image(args.image).array
+    return to_rgb(Path(args.image).expanduser())
 
 
 def _heavy_imports(args) -> None:
@@ -211,8 +215,8 @@ def run_caption(args) -> int:
         raise ValueError("no prompts: give --box X0 Y0 X1 Y1 and/or --point X Y (or use `sca everything`)")
     check.check_prompts(width, height, boxes=args.box, points=groups)
     check.check_checkpoint(args.checkpoint)
-    rgb = _decode(args)
     _heavy_imports(args)
+    rgb = _decode(args)
     prompts = _prompt_groups(args, rgb.shape[1], rgb.shape[0])
     t0 = time.perf_counter()
     cap = _captioner(args)
@@ -233,9 +237,8 @@ def _check_anything(args, *, demo: bool = False) -> None:
     if demo:
         check.check_range(args.points_per_side, "--points-per-side", low=1, high=DEMO_MAX_POINTS_PER_SIDE)
         check.check_range(args.max_regions, "--max-regions", low=1, high=DEMO_MAX_REGIONS)
-        for flag, value in (("--pred-iou-thresh", args.pred_iou_thresh),
-                            ("--stability-score-thresh", args.stability_score_thresh)):
-            check.check_range(value, flag, low=0, high=1)
+        check.check_range(args.pred_iou_thresh, "--pred-iou-thresh", low=-1, high=1)
+        check.check_range(args.stability_score_thresh, "--stability-score-thresh", low=0, high=1)
         return
     check.check_range(args.points_per_side, "--points-per-side", low=1)
     check.check_range(args.points_per_batch, "--points-per-batch", low=1)
@@ -247,32 +250,57 @@ def _check_anything(args, *, demo: bool = False) -> None:
     check.check_range(args.max_regions, "--max-regions", low=1)
 
 
+def _anything_options(args, names) -> dict:
+    """The anything-mode options given on the command line (the others: the checkpoint's or SAM's)."""
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
+def _caption_everything(args, cap, rgb, config):
+    """Anything mode, with its empty-result warning turned into one stderr line (its report's summary)."""
+    import warnings
+
+    from sca.app.anything import caption_everything
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        regions = caption_everything(cap, rgb, config, task=args.task, num_beams=args.num_beams,
+                                     max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
+    for w in caught:
+        if type(w.message).__name__ != "AnythingWarning":  # others as they came
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if not regions:
+        report = getattr(regions, "report", None)
+        _say(args, report.summary() if report is not None else
+             "anything mode kept no mask; lower --pred-iou-thresh / --stability-score-thresh or raise "
+             "--points-per-side")
+    return regions
+
+
+ANYTHING_OPTIONS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
+                    "stability_score_offset", "nms_iou", "min_mask_area", "max_regions")
+
+
 def run_everything(args) -> int:
     width, height = _check_inputs(args)
     _check_anything(args)
     check.check_checkpoint(args.checkpoint)
-    rgb = _decode(args)
     _heavy_imports(args)
     from dataclasses import asdict
 
-    from sca.app.anything import AnythingConfig, caption_everything
+    from sca.app.anything import AnythingConfig
 
-    config = AnythingConfig(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
-                            pred_iou_thresh=args.pred_iou_thresh,
-                            stability_score_thresh=args.stability_score_thresh,
-                            stability_score_offset=args.stability_score_offset, nms_iou=args.nms_iou,
-                            min_mask_area=args.min_mask_area, max_regions=args.max_regions)
+    config = AnythingConfig(**_anything_options(args, ANYTHING_OPTIONS))
+    rgb = _decode(args)
     t0 = time.perf_counter()
     cap = _captioner(args)
     t1 = time.perf_counter()
-    _say(args, f"anything mode on the {width}x{height} image: {config.points_per_side ** 2} point prompts")
-    regions = caption_everything(cap, rgb, config, task=args.task, num_beams=args.num_beams,
-                                 max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
+    _say(args, f"anything mode on the {width}x{height} image: {int(config.points_per_side) ** 2} point prompts")
+    regions = _caption_everything(args, cap, rgb, config)
     t2 = time.perf_counter()
-    if not regions:
-        _say(args, "anything mode kept no mask; lower --pred-iou-thresh / --stability-score-thresh or raise "
-                   "--points-per-side")
-    return _finish(args, rgb, regions, {"load": t1 - t0, "everything": t2 - t1}, {"anything": asdict(config)})
+    report = getattr(regions, "report", None)
+    extra = {"anything": asdict(config)} if report is None else {"anything": report.config,
+                                                                  "report": report.to_dict()}
+    return _finish(args, rgb, regions, {"load": t1 - t0, "everything": t2 - t1}, extra)
 
 
 def run_demo(args) -> int:
@@ -290,8 +318,8 @@ def run_demo(args) -> int:
     from sca.app.anything import AnythingConfig
     from sca.app.demo import build_demo
 
-    anything = AnythingConfig(points_per_side=args.points_per_side, pred_iou_thresh=args.pred_iou_thresh,
-                              stability_score_thresh=args.stability_score_thresh, max_regions=args.max_regions)
+    anything = AnythingConfig(**_anything_options(args, ("points_per_side", "pred_iou_thresh",
+                                                          "stability_score_thresh", "max_regions")))
     cap = _captioner(args)
     demo = build_demo(cap, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, anything=anything)
     _say(args, f"serving on http://{args.host}:{args.port} (Ctrl+C to stop)")

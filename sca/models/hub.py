@@ -26,8 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import PreTrainedModel
+
+from sca.models import integrity
+from sca.models.integrity import RECORD_KEY, read_state_dict, weight_files
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -99,9 +102,10 @@ def save_pretrained(model, directory: str | os.PathLike, *, embed_frozen: str = 
             lm.require_tokenizer().save_pretrained(tmp / "language_model")
             config["language_model"] = {"name": config["language_model"]["name"],
                                         "weights": LOCAL_PREFIX + "language_model"}
-        config = {"model_type": "sca", "sca_version": _version(), **config}
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
         save_file(_dedupe_shared(state), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        config = {"model_type": "sca", "sca_version": _version(), **config,
+                  RECORD_KEY: integrity.record_weight_files(tmp)}
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
 
 
 def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -173,14 +177,20 @@ def from_pretrained(
         return model.to(device) if device is not None else model
     if raw.get("model_type") != "sca":
         raise ValueError(f"{str(config_path)!r} is not an SCA config (model_type {raw.get('model_type')!r})")
-    raw["image_encoder"] = _resolve_local(raw["image_encoder"], root)
-    raw["language_model"] = _resolve_local(raw["language_model"], root)
-    raw.update(config_overrides)
-    model = SCAModel(SCAConfig.from_dict(raw))
     weights_path = root / WEIGHTS_NAME
     if not weights_path.is_file():
         raise FileNotFoundError(f"checkpoint folder {str(root)!r} has no {WEIGHTS_NAME}")
-    _load_strict_subset(model, load_file(str(weights_path)), str(weights_path))
+    if RECORD_KEY in raw:  # checkpoints saved before the record existed have none
+        integrity.verify_weight_files(root, raw.pop(RECORD_KEY), config_path)
+    state = integrity.read_weight_file(weights_path)
+    for part in ("image_encoder", "language_model"):
+        raw[part] = _resolve_local(raw[part], root)
+        folder = raw[part].get("weights")
+        if isinstance(folder, str) and folder.startswith(str(root)) and Path(folder).is_dir():
+            integrity.check_weight_folder(Path(folder))  # readable and finite, named before transformers loads it
+    raw.update(config_overrides)
+    model = SCAModel(SCAConfig.from_dict(raw))
+    _load_strict_subset(model, state, str(weights_path))
     return model.to(device) if device is not None else model
 
 
@@ -255,32 +265,6 @@ def unmap_reference_key(key: str) -> str:
         if key.startswith(new):
             return old + key[len(new):]
     return key
-
-
-def weight_files(root: Path) -> list[Path]:
-    """The weight files of a transformers checkpoint folder: safetensors (single or sharded) or
-    pytorch_model.bin (single or sharded)."""
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index = root / index_name
-        if index.is_file():
-            return [root / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (root / name).is_file():
-            return [root / name]
-    raise FileNotFoundError(f"{str(root)!r} holds no model.safetensors or pytorch_model.bin (sharded or not)")
-
-
-def read_state_dict(root: Path) -> dict[str, torch.Tensor]:
-    """The weights of a transformers checkpoint folder (see ``weight_files``); pytorch_model.bin
-    files are read with weights_only=True (no code runs)."""
-    state: dict[str, torch.Tensor] = {}
-    for path in weight_files(root):
-        state.update(load_file(str(path)) if path.suffix == ".safetensors" else _torch_load_safe(str(path)))
-    return state
-
-
-def _torch_load_safe(path: str) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def reference_config(raw: dict[str, Any], root: Path):

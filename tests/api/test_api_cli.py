@@ -181,7 +181,7 @@ def test_demo_arguments_are_checked_before_the_model_loads(tiny_checkpoint, tmp_
         cases = [
             (["--port", str(port)], f"--port {port}: the port is in use on 127.0.0.1"),
             (["--host", "no-such-host.invalid"], "--host 'no-such-host.invalid' is not a known host"),
-            (["--pred-iou-thresh", "1.5"], "--pred-iou-thresh must be in [0, 1], got 1.5"),
+            (["--stability-score-thresh", "1.5"], "--stability-score-thresh must be in [0, 1], got 1.5"),
             (["--max-regions", "500"], "--max-regions must be in [1, 128], got 500"),
             (["--num-beams", "0"], "--num-beams must be >= 1, got 0"),
             (["--checkpoint", str(tmp_path)], "is neither a checkpoint folder"),

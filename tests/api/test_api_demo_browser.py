@@ -1,6 +1,8 @@
 """The web demo end to end in headless Chromium: ``sca demo`` serving the tiny checkpoint on 127.0.0.1,
 an image uploaded, clicks and a box drawn on it, anything mode run, the captions read from the page
-and checked against the Python API.
+and checked against the Python API; a 16-bit PNG and an RGBA PNG shown and captioned exactly as the API
+decodes them; broken files (not an image, truncated, empty) a message on the page; only the public
+endpoints listed for API clients.
 
 Needs the Playwright Python package and the system Chromium (scripts/setup.sh installs both; never
 `playwright install`). Every request that leaves 127.0.0.1 is aborted and fails the test.
@@ -15,6 +17,8 @@ import os
 import re
 import shutil
 import socket
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +78,7 @@ def server(tiny_checkpoint):
                      "--pred-iou-thresh", "0", "--stability-score-thresh", "0", "--max-regions", "4"])
     assert code == 0 and len(served) == 1
     url = f"http://127.0.0.1:{port}"
-    assert f"serving on {url}" in stderr.getvalue()
+    assert f"serving on {url}" in stderr.getvalue() and f"loading checkpoint {tiny_checkpoint} ..." in stderr.getvalue()
     yield url
     served[0].close()
 
@@ -165,3 +169,93 @@ def test_upload_click_box_and_everything_in_a_browser(page, picture, captioner, 
     assert 1 <= n <= 4 and len(_regions(page)) == n
     assert all(r["box"] is not None and len(r["points"]) == 1 for r in _regions(page))
     _shot(page, tmp_path, "demo-everything.png")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files gradio would decode differently from sca, and broken files.
+# ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def uploads(tmp_path_factory, picture):
+    root = tmp_path_factory.mktemp("uploads")
+    y, x = np.mgrid[0:H, 0:W]
+    deep = ((x * 200 + y * 90) % 65536).astype(np.uint16)  # 16-bit gray: gradio's decoding clips it to white
+    Image.fromarray(deep).save(root / "deep16.png")
+    rgba = np.zeros((H, W, 4), np.uint8)
+    rgba[..., 0], rgba[..., 1], rgba[..., 2] = x * 255 // W, y * 255 // H, 40
+    rgba[..., 3] = np.where(x < W // 2, 255, 70)  # right half mostly transparent: composited over white
+    rgba[60:140, 40:120] = (250, 30, 30, 255)
+    Image.fromarray(rgba, "RGBA").save(root / "alpha.png")
+    (root / "broken.png").write_text("a text file with an image's name\n")
+    data = picture.read_bytes()
+    (root / "truncated.png").write_bytes(data[: len(data) // 3])
+    (root / "empty.png").write_bytes(b"")
+    return root
+
+
+def _fresh(page, server) -> None:
+    """A new session: the page loaded again, no image."""
+    page.goto(server)
+    page.wait_for_selector("#sca-input input[type=file]", state="attached")
+    _wait_status(page, "Upload an image first.")
+
+
+def _shown(page, expected: np.ndarray, timeout: float = 30.0) -> np.ndarray:
+    """The pixels of the image the page shows for clicking, once they have the expected size."""
+    deadline = time.monotonic() + timeout
+    while True:
+        src = page.locator("#sca-input img").first.get_attribute("src")
+        shown = None
+        if src:
+            body = page.request.get(src).body()
+            shown = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+            if shown.shape == expected.shape and np.array_equal(shown, expected):
+                return shown
+        if time.monotonic() > deadline:
+            return shown
+        time.sleep(0.25)
+
+
+@pytest.mark.parametrize("name", ["deep16.png", "alpha.png"])
+def test_16_bit_and_rgba_uploads_show_and_caption_as_the_api(name, page, server, uploads, captioner, tmp_path):
+    _fresh(page, server)
+    path = uploads / name
+    page.set_input_files("#sca-input input[type=file]", str(path))
+    assert f"Image {W}x{H} encoded" in _wait_status(page, "encoded")
+    expected = captioner.encode(path).rgb
+    assert not np.array_equal(expected, np.asarray(Image.open(path).convert("RGB")))  # what gradio would decode
+    shown = _shown(page, expected)
+    assert shown is not None and np.array_equal(shown, expected), "the page shows another decoding of the file"
+
+    _click_image(page, 0.3, 0.45)
+    _wait_status(page, "1 region(s) captioned.")
+    [clicked] = _regions(page)
+    api = captioner.caption(path, points=[clicked["points"]], num_beams=1, max_new_tokens=4)[0]
+    assert clicked["caption"] == (api.caption or "(empty caption)")
+    _shot(page, tmp_path, f"demo-{name}")
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("broken.png", "Cannot use 'broken.png': it is not a readable image (UnidentifiedImageError"),
+    ("truncated.png", "Cannot use 'truncated.png': it is not a readable image (OSError"),
+    ("empty.png", "Cannot use 'empty.png': it is not a readable image (the file is empty (0 bytes))"),
+])
+def test_broken_uploads_show_a_message_and_the_page_keeps_working(name, message, page, server, uploads, picture,
+                                                                   tmp_path):
+    _fresh(page, server)
+    page.set_input_files("#sca-input input[type=file]", str(uploads / name))
+    status = _wait_status(page, "Cannot use", timeout=30_000)
+    assert message in status and "upload an image file (PNG, JPEG" in status, status
+    assert "/tmp/" not in status  # the server's temporary path is not shown
+    page.wait_for_function("() => !document.body.innerText.includes('Uploading')", timeout=10_000)
+    _shot(page, tmp_path, f"demo-{name}")
+    # The same page takes a good image right after.
+    page.wait_for_selector("#sca-input input[type=file]", state="attached")
+    page.set_input_files("#sca-input input[type=file]", str(picture))
+    assert f"Image {W}x{H} encoded" in _wait_status(page, "encoded")
+
+
+def test_api_clients_see_only_the_public_endpoints(server):
+    with urllib.request.urlopen(f"{server}/gradio_api/info", timeout=30) as response:
+        info = json.load(response)
+    assert sorted(info["named_endpoints"]) == ["/everything", "/upload"]
+    assert not info.get("unnamed_endpoints")
