@@ -38,7 +38,8 @@ LOCAL_PREFIX = "./"  # part weights relative to the checkpoint folder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["from_pretrained", "load_reference_checkpoint", "resolve_checkpoint_dir", "save_pretrained"]
+__all__ = ["from_pretrained", "load_reference_checkpoint", "resolve_checkpoint_dir", "save_pretrained",
+           "set_anything_defaults"]
 
 
 def _known_source(weights: Any) -> bool:
@@ -106,6 +107,29 @@ def save_pretrained(model, directory: str | os.PathLike, *, embed_frozen: str = 
         config = {"model_type": "sca", "sca_version": _version(), **config,
                   RECORD_KEY: integrity.record_weight_files(tmp)}
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
+
+
+def set_anything_defaults(directory: str | os.PathLike, values: dict[str, Any] | None) -> dict[str, Any]:
+    """Write a checkpoint's anything-mode defaults (``SCAConfig.anything``; None removes them) into
+    its config.json, atomically, leaving its weights (and their recorded hashes) alone. Returns the
+    new config."""
+    from sca.models.config import check_anything_defaults
+
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(directory)!r} is not a checkpoint folder: it has no {CONFIG_NAME}")
+    config = json.loads(path.read_text())
+    if config.get("model_type") != "sca":
+        raise ValueError(f"{str(path)!r} is not an SCA config (model_type {config.get('model_type')!r})")
+    if values is None:
+        config.pop("anything", None)
+    else:
+        check_anything_defaults(values, "anything-mode defaults")
+        config["anything"] = dict(values)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return config
 
 
 def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

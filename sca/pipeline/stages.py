@@ -201,8 +201,25 @@ def train_captioner(p: dict[str, Any]) -> dict[str, Any]:
                               progress=p.get("progress", True))
         summary = {"steps": result.steps, "final_loss": result.final_loss, "eval": result.metrics,
                    "data_issues": result.data_report.summary() if result.data_report is not None else {}}
+    if p.get("anything"):
+        summary["anything"] = calibrate_anything_defaults(out / "model", p["anything"])
     write_json(out / "metrics.json", summary)
     return summary
+
+
+def calibrate_anything_defaults(model_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """Anything mode's thresholds for the trained model, calibrated on scenes with ground-truth masks
+    (``spec``: ``records``, ``images``, optional ``max_scenes``, ``match_iou``) and written into its
+    config.json, so anything mode finds regions at its defaults (``sca.app.calibrate``)."""
+    from sca.app.calibrate import calibrate_checkpoint
+
+    unknown = sorted(set(spec) - {"records", "images", "max_scenes", "match_iou"})
+    if unknown or not {"records", "images"} <= set(spec):
+        raise ValueError(f"the 'anything' section takes records, images (required), max_scenes, match_iou; "
+                         f"got {sorted(spec)}")
+    cal = calibrate_checkpoint(model_dir, spec["records"], spec["images"], max_scenes=spec.get("max_scenes", 16),
+                               match_iou=float(spec.get("match_iou", 0.5)))
+    return cal.to_dict()
 
 
 def _accelerate_launch(config: Path, out: Path, launch: dict[str, Any]) -> None:
