@@ -256,23 +256,17 @@ def _anything_options(args, names) -> dict:
 
 
 def _caption_everything(args, cap, rgb, config):
-    """Anything mode, with its empty-result warning turned into one stderr line (its report's summary)."""
+    """Anything mode; an empty result's warning becomes one stderr line (its report's summary)."""
     import warnings
 
-    from sca.app.anything import caption_everything
+    from sca.app.anything import AnythingWarning, caption_everything
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=AnythingWarning)  # said below, in one line
         regions = caption_everything(cap, rgb, config, task=args.task, num_beams=args.num_beams,
                                      max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
-    for w in caught:
-        if type(w.message).__name__ != "AnythingWarning":  # others as they came
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if not regions:
-        report = getattr(regions, "report", None)
-        _say(args, report.summary() if report is not None else
-             "anything mode kept no mask; lower --pred-iou-thresh / --stability-score-thresh or raise "
-             "--points-per-side")
+        _say(args, regions.report.summary())
     return regions
 
 
@@ -285,7 +279,6 @@ def run_everything(args) -> int:
     _check_anything(args)
     check.check_checkpoint(args.checkpoint)
     _heavy_imports(args)
-    from dataclasses import asdict
 
     from sca.app.anything import AnythingConfig
 
@@ -297,9 +290,7 @@ def run_everything(args) -> int:
     _say(args, f"anything mode on the {width}x{height} image: {int(config.points_per_side) ** 2} point prompts")
     regions = _caption_everything(args, cap, rgb, config)
     t2 = time.perf_counter()
-    report = getattr(regions, "report", None)
-    extra = {"anything": asdict(config)} if report is None else {"anything": report.config,
-                                                                  "report": report.to_dict()}
+    extra = {"anything": regions.report.config, "report": regions.report.to_dict()}
     return _finish(args, rgb, regions, {"load": t1 - t0, "everything": t2 - t1}, extra)
 
 

@@ -37,7 +37,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from sca.app.anything import AnythingConfig, caption_everything
+from sca.app.anything import AnythingConfig, AnythingWarning, caption_everything
 from sca.app.api import Captioner, EncodedImage, RegionCaption
 from sca.app.overlay import draw_prompts, region_color
 from sca.data.images import ImageError
@@ -233,7 +233,7 @@ class DemoHandlers:
                                     stability_score_thresh=float(stability), nms_iou=float(nms),
                                     max_regions=int(max_regions))
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # an empty result's warning: shown below
+                warnings.filterwarnings("ignore", category=AnythingWarning)  # an empty result: shown below
                 regions = caption_everything(self.cap, session.enc, config, task=task, num_beams=self.num_beams,
                                              max_new_tokens=self.max_new_tokens)
         except Exception as err:
@@ -241,11 +241,8 @@ class DemoHandlers:
                 logger.exception("demo: anything mode failed")
             return gr.skip(), gr.skip(), f"Error: {err}"
         annotated, listing = _results_view(session, regions, session.enc.rgb)
-        if not regions:
-            report = getattr(regions, "report", None)  # anything mode's account of its filters
-            why = report.summary() if report is not None else \
-                "lower the predicted IoU / stability thresholds or add points per side."
-            return annotated, listing, f"Anything mode: 0 region(s) kept. {why}"
+        if not regions:  # anything mode's account of its filters
+            return annotated, listing, f"Anything mode: 0 region(s) kept. {regions.report.summary()}"
         return annotated, listing, f"Anything mode: {len(regions)} region(s) kept and captioned."
 
 
@@ -257,9 +254,7 @@ def initial_anything(captioner: Captioner, anything: AnythingConfig | None = Non
     """The sliders' initial values: ``anything``'s (default 16 points per side, 24 regions), with the
     thresholds it leaves unset taken from the checkpoint when it carries calibrated ones, else SAM's;
     each must lie in its slider's range (``SLIDERS``)."""
-    a = anything or AnythingConfig(points_per_side=16, max_regions=24)
-    if hasattr(a, "resolve"):  # anything mode with checkpoint-calibrated thresholds
-        a = a.resolve(getattr(captioner.model.config, "anything", None))
+    a = (anything or AnythingConfig(points_per_side=16, max_regions=24)).resolve(captioner.model.config.anything)
     for name, (low, high) in SLIDERS.items():
         value = getattr(a, name)
         if value is not None and not low <= value <= high:
@@ -272,7 +267,6 @@ def build_demo(captioner: Captioner, *, title: str = "Segment and Caption Anythi
     """The demo app for ``captioner`` (not launched: see ``launch``). ``anything``: the initial
     values of the anything-mode sliders (``initial_anything``)."""
     a = initial_anything(captioner, anything)
-    rng = SLIDERS
     h = DemoHandlers(captioner, num_beams, max_new_tokens)
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# {title}\nUpload an image, then click on it: points or two box corners. "
@@ -289,14 +283,14 @@ def build_demo(captioner: Captioner, *, title: str = "Segment and Caption Anythi
                     clear = gr.Button("Clear prompts", elem_id="sca-clear")
                     everything = gr.Button("Caption everything", variant="primary", elem_id="sca-everything")
                 with gr.Accordion("Anything mode settings", open=False):
-                    per_side = gr.Slider(*rng["points_per_side"], value=int(a.points_per_side), step=1,
+                    per_side = gr.Slider(*SLIDERS["points_per_side"], value=int(a.points_per_side), step=1,
                                          label="Points per side")
-                    iou = gr.Slider(*rng["pred_iou_thresh"], value=float(a.pred_iou_thresh), step=0.01,
+                    iou = gr.Slider(*SLIDERS["pred_iou_thresh"], value=float(a.pred_iou_thresh), step=0.01,
                                     label="Predicted IoU threshold")
-                    stab = gr.Slider(*rng["stability_score_thresh"], value=float(a.stability_score_thresh),
+                    stab = gr.Slider(*SLIDERS["stability_score_thresh"], value=float(a.stability_score_thresh),
                                      step=0.01, label="Stability score threshold")
-                    nms = gr.Slider(*rng["nms_iou"], value=float(a.nms_iou), step=0.01, label="Box NMS IoU")
-                    max_regions = gr.Slider(*rng["max_regions"], value=a.max_regions or rng["max_regions"][1], step=1,
+                    nms = gr.Slider(*SLIDERS["nms_iou"], value=float(a.nms_iou), step=0.01, label="Box NMS IoU")
+                    max_regions = gr.Slider(*SLIDERS["max_regions"], value=a.max_regions or SLIDERS["max_regions"][1], step=1,
                                             label="Max regions")
             with gr.Column():
                 status = gr.Markdown(NO_IMAGE, elem_id="sca-status")

@@ -11,11 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from sca.models import load_registries
 from sca.models.captioner import SCAModel
 from sca.models.config import TINY_CONFIG
 from sca.models.hub import from_pretrained, unmap_reference_key
 from sca.models.integrity import RECORD_KEY, CheckpointError, record_weight_files, sha256_file
-from sca.models import load_registries
 from sca.models.segmenters import Prompts
 
 BOXES = torch.tensor([[[1.0, 2, 30, 40], [10, 10, 60, 50]]])
