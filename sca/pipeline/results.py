@@ -11,9 +11,11 @@ figure, and writes into ``out`` (``results/``, committed to git):
 
 ``check_results(expected, actual)`` (``sca results --check``, run by ``.ci/run`` after the main job)
 names every figure a fresh run did not reproduce: exactly, when the run's floating-point setting
-(``KERNEL_KEYS``: torch build, CPU instruction set, thread count, device) is the one that made the
-committed figures, since training is deterministic there; within ``TOLERANCES`` otherwise, because
-float reductions are ordered differently on other instruction sets and thread counts. A different
+(``KERNEL_KEYS``: torch build, CPU model and instruction set, thread count, device) is the one that
+made the committed figures, since training is deterministic there; within ``TOLERANCES`` otherwise,
+because float reductions are ordered differently on other CPUs, instruction sets and thread counts
+(an AMD EPYC and an Intel Xeon that both report AVX512 give different weights: oneDNN and MKL pick
+their kernels by vendor and cache sizes, not by instruction set alone). A different
 package version is always reported, by name.
 """
 
@@ -34,7 +36,7 @@ __all__ = ["KERNEL_KEYS", "TOLERANCES", "check_results", "environment", "gather"
 
 PACKAGES = ("torch", "torchvision", "transformers", "tokenizers", "accelerate", "safetensors", "timm", "numpy",
             "pycocoevalcap", "dvc", "papermill")
-KERNEL_KEYS = ("torch", "cpu_capability", "threads", "device")
+KERNEL_KEYS = ("torch", "cpu", "cpu_capability", "threads", "device")
 # metric path suffix -> (absolute tolerance, for runs on another floating-point setting)
 TOLERANCES = {
     "mask_iou": 0.02, "baseline_box_as_mask": 1e-9, "final_loss": 0.03, "CIDEr-D": 6.0, "METEOR": 2.0,
@@ -315,8 +317,6 @@ def check_results(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]
     problems: list[str] = []
     exp_env, act_env = expected.get("environment", {}), actual.get("environment", {})
     for key in sorted(set(exp_env) | set(act_env)):
-        if key in ("cpu",):  # the model name alone does not change arithmetic; cpu_capability does
-            continue
         if key not in KERNEL_KEYS and exp_env.get(key) != act_env.get(key):
             problems.append(f"environment.{key}: committed {exp_env.get(key)!r}, this run {act_env.get(key)!r}")
     same = same_kernels(expected, actual)
@@ -330,7 +330,7 @@ def check_results(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]
                 problems.append(f"{path}: committed {e!r}, this run {a!r}")
             continue
         if same:
-            problems.append(f"{path}: committed {e!r}, this run {a!r} (same torch, CPU instruction set and "
+            problems.append(f"{path}: committed {e!r}, this run {a!r} (same torch, CPU, instruction set and "
                             f"threads: training is deterministic, so it must be exact)")
             continue
         if path.startswith("weights_sha256"):

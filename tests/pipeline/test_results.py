@@ -68,6 +68,17 @@ def test_another_floating_point_setting_gets_the_stated_tolerances(committed):
     assert any(p.startswith("evaluate.synthetic-test.num_regions") and "must be exact" in p for p in problems)
 
 
+def test_another_cpu_model_with_the_same_instruction_set_is_another_setting(committed):
+    # An AMD EPYC and an Intel Xeon both reporting AVX512 train to other weights (vendor-tuned kernels)
+    run = copy.deepcopy(committed)
+    run["environment"]["cpu"] = "Intel(R) Xeon(R) Processor" if committed["environment"]["cpu"] != \
+        "Intel(R) Xeon(R) Processor" else "AMD EPYC"
+    assert not same_kernels(committed, run)
+    run["weights_sha256"]["finetune"] = "2" * 64
+    run["evaluate"]["synthetic-test"]["model"]["CIDEr-D"] -= 0.6
+    assert check_results(committed, run) == []
+
+
 def test_write_results_from_a_runs_folder(tmp_path, committed):
     runs = tmp_path / "runs"
     for name, payload in (("segmenter", {"mask_iou_box": 0.5, "num_regions": 3, "steps": 2, "seconds": 9.9}),
