@@ -76,7 +76,11 @@ def test_another_cpu_model_with_the_same_instruction_set_is_another_setting(comm
     assert not same_kernels(committed, run)
     run["weights_sha256"]["finetune"] = "2" * 64
     run["evaluate"]["synthetic-test"]["model"]["CIDEr-D"] -= 0.6
+    run["evaluate"]["synthetic-test"]["region_use"]["attributes"]["colour"] -= 0.045
     assert check_results(committed, run) == []
+    run["evaluate"]["synthetic-test"]["region_use"]["attributes"]["shape"] += 0.2
+    assert [p.split(":")[0] for p in check_results(committed, run)] == [
+        "evaluate.synthetic-test.region_use.attributes.shape"]
 
 
 def test_write_results_from_a_runs_folder(tmp_path, committed):
