@@ -17,7 +17,9 @@ over the runs:
 - ``full-res f32``: what the candidates alone would take expanded to full resolution in float32
   (the approach that used 23.6 GB on a 108 MP upload), for comparison; it is computed, not run.
 
-The 1 MP row is the baseline: a size at which nothing is resized. Thresholds are set to keep every
+The 1 MP row is the baseline: a size at which nothing is resized. ``--compare-heap`` adds, per size,
+a row for runs with ``sca.app.heap.release_free_memory`` disabled (freed candidate logits left in
+glibc's heap arenas), interleaved with the normal runs. Thresholds are set to keep every
 candidate NMS leaves (``--keep-all``, the default, the worst case for the masks kept); weights are
 random unless ``--checkpoint`` is given, and captions are 2 greedy tokens (memory does not depend on
 the LM's work). The picture is a grid of coloured rectangles, so there are many distinct masks.
@@ -74,6 +76,10 @@ def child(args: argparse.Namespace) -> None:
         torch.manual_seed(0)
         captioner = Captioner(SCAModel(TINY_CONFIG).eval(), device="cpu")
     model_mb = _rss_mb()
+    if args.no_release:
+        import sca.app.anything
+
+        sca.app.anything.release_free_memory = lambda: False
     from sca.models.processor import to_rgb
 
     t0 = time.perf_counter()
@@ -103,7 +109,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sam-thresholds", dest="keep_all", action="store_false",
                     help="keep the checkpoint's / SAM's thresholds instead of keeping every candidate")
+    ap.add_argument("--compare-heap", action="store_true",
+                    help="also run every size with freed memory left in the heap (no malloc_trim)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--no-release", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--image", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -112,32 +121,38 @@ def main() -> None:
     print(f"anything mode, peak RSS per run (MB), {args.runs} fresh processes per size, "
           f"points_per_side {args.points_per_side}, {'every candidate kept' if args.keep_all else 'thresholds'}, "
           f"{'random tiny model' if not args.checkpoint else args.checkpoint}")
-    print(f"{'size':>16} {'model':>7} {'+image':>8} {'+anything min/med':>18} {'peak':>7} {'kept':>5} "
+    print(f"{'size':>24} {'model':>7} {'+image':>8} {'+anything min/med':>18} {'peak':>7} {'kept':>5} "
           f"{'cand.':>6} {'full-res f32':>13} {'s med':>6}")
     with tempfile.TemporaryDirectory() as tmp:
         for mp in args.megapixels:
             path = Path(tmp) / f"{mp:g}mp.png"
             width, height = write_picture(path, mp)
-            rows = []
+            variants = [("", False)] + ([(" no trim", True)] if args.compare_heap else [])
+            rows: dict[str, list[dict]] = {label: [] for label, _ in variants}
             for _ in range(args.runs):
-                cmd = [sys.executable, __file__, "--child", "--image", str(path), "--points-per-side",
-                       str(args.points_per_side), "--threads", str(args.threads)]
-                if args.checkpoint:
-                    cmd += ["--checkpoint", args.checkpoint]
-                if not args.keep_all:
-                    cmd.append("--sam-thresholds")
-                out = subprocess.run(cmd, capture_output=True, text=True)
-                if out.returncode != 0:
-                    raise SystemExit(f"{mp:g} MP: the run failed (exit {out.returncode}):\n{out.stderr[-2000:]}")
-                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            added = [r["peak_mb"] - r["image_mb"] for r in rows]
-            r = rows[0]
-            full_res = r["candidates"] * width * height * 4 / 2**20
-            print(f"{width:>7}x{height:<6}{mp:>3g}MP {r['model_mb']:7.0f} {r['image_mb'] - r['model_mb']:8.0f} "
-                  f"{min(added):8.0f} / {statistics.median(added):<7.0f} {max(x['peak_mb'] for x in rows):7.0f} "
-                  f"{r['kept']:5d} {r['candidates']:6d} {full_res:13.0f} "
-                  f"{statistics.median(x['seconds'] for x in rows):6.1f}")
-
+                for label, no_release in variants:
+                    cmd = [sys.executable, __file__, "--child", "--image", str(path), "--points-per-side",
+                           str(args.points_per_side), "--threads", str(args.threads)]
+                    if args.checkpoint:
+                        cmd += ["--checkpoint", args.checkpoint]
+                    if not args.keep_all:
+                        cmd.append("--sam-thresholds")
+                    if no_release:
+                        cmd.append("--no-release")
+                    out = subprocess.run(cmd, capture_output=True, text=True)
+                    if out.returncode != 0:
+                        raise SystemExit(f"{mp:g} MP: the run failed (exit {out.returncode}):\n{out.stderr[-2000:]}")
+                    rows[label].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            for label, _ in variants:
+                runs = rows[label]
+                added = [r["peak_mb"] - r["image_mb"] for r in runs]
+                r = runs[0]
+                full_res = r["candidates"] * width * height * 4 / 2**20
+                size = f"{width}x{height} {mp:g}MP{label}"
+                print(f"{size:>24} {r['model_mb']:7.0f} {r['image_mb'] - r['model_mb']:8.0f} "
+                      f"{min(added):8.0f} / {statistics.median(added):<7.0f} {max(x['peak_mb'] for x in runs):7.0f} "
+                      f"{r['kept']:5d} {r['candidates']:6d} {full_res:13.0f} "
+                      f"{statistics.median(x['seconds'] for x in runs):6.1f}")
 
 if __name__ == "__main__":
     main()

@@ -16,11 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from sca.data.collate import RegionCollator, make_loader
 from sca.data.dataset import RegionDataset
 from sca.data.mini import write_mini
 from sca.data.synthetic import SyntheticConfig, generate_synthetic
 from sca.data.transforms import TransformConfig
+from sca.training.collate import RegionCollator, make_loader
 
 TOKENIZER = Path(__file__).resolve().parents[1] / "sca" / "assets" / "gpt2_tokenizer"
 

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from sca.data.collate import RegionCollator, make_loader
 from sca.data.synthetic import SyntheticConfig, generate_synthetic
 from sca.evaluation.metrics import MeteorScorer, score_captions
 from sca.evaluation.predict import GenerationSettings, predict_to_file, read_predictions
 from sca.evaluation.run import eval_dataset
 from sca.models.captioner import SCAModel
 from sca.models.config import TINY_CONFIG
+from sca.training.collate import RegionCollator, make_loader
 
 
 def main() -> None:

@@ -79,6 +79,8 @@ class Registry(Generic[T]):
         name: used in error messages ("image encoder", "language model").
         contract: what every factory must return, in words (shown by ``sca models``).
         check: called on every built part; raises ``ContractError`` if the part breaks the contract.
+            The project's registries get theirs from the module that defines the part's type
+            (``set_check``), so this module imports nothing of the parts it holds.
     """
 
     def __init__(self, name: str, contract: str = "", check: Callable[[Any, str], None] | None = None):
@@ -86,6 +88,10 @@ class Registry(Generic[T]):
         self.contract = contract
         self._check = check
         self._entries: dict[str, Entry[T]] = {}
+
+    def set_check(self, check: Callable[[Any, str], None]) -> None:
+        """Install the contract check run on every built part."""
+        self._check = check
 
     # -- registration -------------------------------------------------------------------------
     def register(
@@ -151,18 +157,6 @@ class Registry(Generic[T]):
         return f"Registry({self.name!r}, {len(self)} entries)"
 
 
-def _check_image_encoder(part: Any, name: str) -> None:
-    from sca.models.segmenters.base import check_segmenter
-
-    check_segmenter(part, name)
-
-
-def _check_language_model(part: Any, name: str) -> None:
-    from sca.models.lms import check_language_model
-
-    check_language_model(part, name)
-
-
 IMAGE_ENCODERS: Registry = Registry(
     "image encoder",
     contract=(
@@ -172,7 +166,6 @@ IMAGE_ENCODERS: Registry = Registry(
         "SegmenterOutput(masks [B,R,M,4h,4w], iou_scores [B,R,M], tokens [B,R,T,C], image_tokens "
         "[B,R,h*w,C]) and image_positional_embeddings() -> [1,C,h,w]"
     ),
-    check=_check_image_encoder,
 )
 
 LANGUAGE_MODELS: Registry = Registry(
@@ -182,5 +175,4 @@ LANGUAGE_MODELS: Registry = Registry(
         "get_input_embeddings and generate) with its tokenizer, hidden_size, eos/pad token ids and "
         "whether the tokenizer adds a BOS token"
     ),
-    check=_check_language_model,
 )

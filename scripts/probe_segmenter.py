@@ -39,7 +39,7 @@ def region_attributes(path: str) -> dict[str, dict]:
 
 @torch.no_grad()
 def region_features(segmenter, records: str, images: str) -> tuple[dict[str, np.ndarray], list[str]]:
-    from sca.data.collate import RegionCollator, make_loader
+    from sca.training.collate import RegionCollator, make_loader
     from sca.training.run import DataConfig, build_datasets
     from sca.training.sca_task import region_inputs
     from sca.training.segmenter_stage import NoTextTokenizer

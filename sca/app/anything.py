@@ -41,6 +41,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sca.app.anything_report import AnythingReport, AnythingResult, AnythingWarning
+from sca.app.arguments import resolve_task
+from sca.app.heap import release_free_memory
 from sca.models.config import ANYTHING_KEYS
 from sca.models.masks import CompactMask
 from sca.models.region_prompts import RegionPrompts
@@ -271,6 +273,9 @@ def scan_candidates(captioner, enc, config: AnythingConfig, report: AnythingRepo
             if (wh, ww) != tuple(logits.shape[-2:]):
                 logits = F.interpolate(logits[:, None], size=(wh, ww), mode="bilinear", align_corners=False)[:, 0]
             yield _Scored(start + sel // m, sel % m, iou[sel], logits)
+            del logits
+            release_free_memory()  # the freed logits would otherwise stay in the heap (sca.app.heap)
+        del low
 
 
 @torch.inference_mode()
@@ -326,6 +331,8 @@ def _final_masks(captioner, enc, cfg: AnythingConfig, chosen: dict[str, Tensor],
                 out.append((start + j, mask))
             else:
                 report.remove("min_area", 1)
+        del low, picked
+        release_free_memory()
     return [(mask, int(chosen["point"][k]), int(chosen["index"][k]), float(chosen["iou"][k]),
              float(chosen["stab"][k])) for k, mask in out]
 
@@ -348,10 +355,9 @@ def caption_everything(captioner, image: Any, config: AnythingConfig | None = No
     """Image -> ``AnythingResult`` (a list of ``RegionCaption``, best predicted IoU first, with
     ``.report``) for every mask anything mode keeps. An empty result warns (``AnythingWarning``)
     with ``report.summary()``. Task and generation options are checked before any work."""
-    from sca.app.api import _task_id
     from sca.models.captioner import check_generation_options
 
-    _task_id(task)
+    resolve_task(task)
     check_generation_options(num_beams, max_new_tokens)
     enc = captioner.encode(image)
     proposals = generate_masks(captioner, enc, config or AnythingConfig(), progress=progress)

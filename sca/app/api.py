@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sca.app.arguments import TASKS, resolve_task
 from sca.data.transforms import Geometry
 from sca.models.captioner import SCAModel, check_generation_options
 from sca.models.masks import CompactMask
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["TASKS", "Captioner", "EncodedImage", "RegionCaption", "default_device", "default_dtype",
            "resolve_checkpoint"]
 
-TASKS = {"recognition": 0, "caption": 1}  # task token ids (paper.md §1.7)
 
 
 @dataclass(eq=False)
@@ -157,15 +157,6 @@ def resolve_checkpoint(path_or_hub_id: str | os.PathLike, revision: str | None =
             f"failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
 
 
-def _task_id(task: str | int) -> tuple[int, str]:
-    if isinstance(task, str) and task in TASKS:
-        return TASKS[task], task
-    names = {v: k for k, v in TASKS.items()}
-    if isinstance(task, int) and not isinstance(task, bool) and task in names:
-        return task, names[task]
-    raise ValueError(f"unknown task {task!r}; use one of {list(TASKS)} (or their ids {list(names)})")
-
-
 class Captioner:
     """An SCA model ready for users' images: preprocessing, batching, masks at full resolution.
 
@@ -211,7 +202,7 @@ class Captioner:
         pixels; kinds given together prompt the same regions. Beam 3 and 20 new tokens are the
         paper's evaluation settings (paper.md §5). generate_kwargs go to the LM's ``generate``
         (e.g. ``min_new_tokens``, ``repetition_penalty``)."""
-        _task_id(task)
+        resolve_task(task)
         check_generation_options(num_beams, max_new_tokens, region_chunk_size, generate_kwargs)
         enc = self.encode(image)
         width, height = enc.size
@@ -225,7 +216,7 @@ class Captioner:
                         progress: bool = False, with_masks: bool = True, **generate_kwargs) -> list[RegionCaption]:
         """``caption`` for prompts already validated by ``check_region_prompts``. with_masks=False skips
         the full-resolution masks (``mask`` is then None; anything mode brings its own)."""
-        task_id, task_name = _task_id(task)
+        task, task_name = resolve_task(task)
         check_generation_options(num_beams, max_new_tokens, region_chunk_size, generate_kwargs)
         model_prompts = self.processor.to_model(prompts, enc.geometry).to(self.device, self.dtype)
         n = prompts.num_regions
@@ -237,7 +228,7 @@ class Captioner:
         results: list[RegionCaption] = []
         for start in starts:
             chunk = model_prompts.regions(start, min(n, start + region_chunk_size))
-            out = self.model.generate(prompts=chunk, features=enc.features, task_ids=task_id,
+            out = self.model.generate(prompts=chunk, features=enc.features, task_ids=task,
                                       num_beams=num_beams, max_new_tokens=max_new_tokens,
                                       region_chunk_size=region_chunk_size, **generate_kwargs)
             results.extend(self._results(enc, out.masks, out.iou_scores, out.captions, task_name,

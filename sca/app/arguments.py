@@ -27,8 +27,8 @@ import socket
 import sys
 from pathlib import Path
 
-__all__ = ["DEVICES", "check_checkpoint", "check_device", "check_image", "check_output", "check_port",
-           "check_prompts", "check_range", "confirm_device", "cuda_device_count"]
+__all__ = ["DEVICES", "TASKS", "check_checkpoint", "check_device", "check_image", "check_output", "check_port",
+           "check_prompts", "check_range", "confirm_device", "cuda_device_count", "resolve_task"]
 
 DEVICES = "cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
 _DEVICE = re.compile(r"(cpu|cuda|mps)(?::(\d+))?")
@@ -235,3 +235,16 @@ def check_port(host: str, port: int) -> None:
                 raise ValueError(f"--port {port}: not allowed to serve on it (ports below 1024 need root); "
                                  f"give a port from 1024 to 65535") from None
             raise ValueError(f"--host {host!r} --port {port}: cannot serve there ({err.strerror})") from None
+
+
+TASKS = {"recognition": 0, "caption": 1}  # task token ids (paper.md §1.7)
+
+
+def resolve_task(task: str | int) -> tuple[int, str]:
+    """A task name or id -> (id, name); ValueError naming the accepted ones otherwise."""
+    if isinstance(task, str) and task in TASKS:
+        return TASKS[task], task
+    names = {v: k for k, v in TASKS.items()}
+    if isinstance(task, int) and not isinstance(task, bool) and task in names:
+        return task, names[task]
+    raise ValueError(f"unknown task {task!r}; use one of {list(TASKS)} (or their ids {list(names)})")

@@ -1,7 +1,7 @@
 """Caption every region of an evaluation set and write one predictions record per region.
 
 ``predict_to_file(model, loader, path, protocol=..., split=...)`` runs ``SCAModel.generate`` over a
-DataLoader of ``RegionBatch`` (``sca.data.collate.make_loader``, eval ``RegionDataset``) and writes
+DataLoader of ``RegionBatch`` (``sca.training.collate.make_loader``, eval ``RegionDataset``) and writes
 JSON Lines atomically (temp file + rename). A record (one region)::
 
     {"protocol": "vg-full", "split": "test", "image_id": 2417890, "region_id": 5214, "region_index": 0,

@@ -63,7 +63,7 @@ def evaluate_model(model, records: Sequence[ImageRecord] | str | os.PathLike, im
     region_use: add ``region_use`` (share of distinct captions; caption loss with true versus shuffled
     prompts, ``sca.evaluation.diagnostics``) — whether the model looks at its region at all — and, on
     synthetic sets, which attributes its captions state right (``attribute_accuracy``)."""
-    from sca.data.collate import RegionCollator, make_loader
+    from sca.training.collate import RegionCollator, make_loader
 
     out_dir = Path(out_dir)
     dataset = eval_dataset(model, records, image_root)

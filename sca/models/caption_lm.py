@@ -11,7 +11,8 @@ fine-tuning (``model.freeze_lm: false``, ``train.lm_lr``) and keeps it frozen in
 
 The tokenizer is word-level, built from the corpus (a few hundred words), which keeps the softmax
 cheap; words it has not seen map to [UNK]. Model and tokenizer are saved as a normal Hugging Face
-folder, which the ``causal-lm`` registry entry loads (``weights=<folder>``).
+folder, which the ``causal-lm`` registry entry loads (``weights=<folder>``). Its text pretraining with the
+project's Trainer is ``sca.training.caption_lm.pretrain_caption_lm``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from sca.models.text import IGNORE_INDEX
 EOS = "<|endoftext|>"
 UNK = "[UNK]"
 
-__all__ = ["CaptionLMTrainee", "build_word_tokenizer", "caption_lm_loss", "context_gain", "new_caption_lm"]
+__all__ = ["CaptionLMTrainee", "TextBatch", "TextCollator", "build_word_tokenizer", "context_gain", "corpus_from_records",
+           "new_caption_lm", "saved_lm_summary"]
 
 
 def build_word_tokenizer(texts: Iterable[str], *, min_count: int = 1) -> PreTrainedTokenizerFast:
@@ -120,44 +122,6 @@ class TextBatch(dict):
     @property
     def num_regions(self) -> int:
         return int(self["num_regions"])
-
-
-def caption_lm_loss(model, batch):
-    """``(trainee, batch) -> LossParts``: next-token cross-entropy summed over trained tokens."""
-    import torch.nn.functional as F
-
-    from sca.training.trainer import LossParts
-
-    core = getattr(model, "module", model)
-    device = next(core.parameters()).device
-    ids, att, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
-    logits = core.model(input_ids=ids, attention_mask=att).logits[:, :-1].float()
-    target = labels[:, 1:]
-    loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                               ignore_index=IGNORE_INDEX, reduction="sum")
-    return LossParts(loss_sum, int((target != IGNORE_INDEX).sum()))
-
-
-def pretrain_caption_lm(texts: Sequence[str], output_dir: str | os.PathLike, *, train: dict[str, Any],
-                        hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4, max_tokens: int = 18,
-                        dropout: float = 0.1, progress: bool = True):
-    """Build the tokenizer from ``texts`` (corpus lines, see TextCollator), pretrain the LM on them with the Trainer (resumable,
-    logged), write ``output_dir/model`` (a HF folder: model + tokenizer). Returns the TrainResult."""
-    from accelerate.utils import set_seed
-
-    from sca.training.config import TrainConfig
-    from sca.training.trainer import Trainer
-
-    cfg = TrainConfig.from_dict(train)
-    set_seed(cfg.seed)
-    tokenizer = build_word_tokenizer(p for line in texts for p in line.split("\t"))
-    model = new_caption_lm(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-                           max_positions=96, dropout=dropout)
-    trainee = CaptionLMTrainee(model, tokenizer).train()
-    collate = TextCollator(tokenizer, max_tokens, max_length=96)
-    trainer = Trainer(trainee, list(texts), collate_fn=lambda items: TextBatch(collate(items)),
-                      loss_fn=caption_lm_loss, config=cfg, output_dir=output_dir, progress=progress)
-    return trainer.fit()
 
 
 def corpus_from_records(records: Iterable[Any]) -> list[str]:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sca.models import hub
 from sca.models.config import SCAConfig, dtype_name
 from sca.models.lms import LanguageModel
 from sca.models.mixer import TextFeatureMixer, init_new_module
@@ -348,15 +349,11 @@ class SCAModel(nn.Module):
 
     # -- persistence (sca.models.hub) -------------------------------------------------------------
     def save_pretrained(self, directory, **kwargs) -> None:
-        from sca.models.hub import save_pretrained
-
-        save_pretrained(self, directory, **kwargs)
+        hub.save_pretrained(self, directory, **kwargs)
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id, **kwargs) -> SCAModel:
-        from sca.models.hub import from_pretrained
-
-        return from_pretrained(path_or_hub_id, **kwargs)
+        return hub.from_pretrained(path_or_hub_id, model_class=cls, **kwargs)
 
 
 def _build_part(registry, name: str, options: dict, dtype: str):

@@ -175,6 +175,7 @@ def _resolve_local(spec: dict[str, Any], root: Path) -> dict[str, Any]:
 def from_pretrained(
     path_or_hub_id: str | os.PathLike,
     *,
+    model_class: type,
     revision: str | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
@@ -185,8 +186,9 @@ def from_pretrained(
     dtype: every part's dtype (SCAConfig.dtype): None keeps the checkpoint's SCAConfig.dtype
         (float32 for the reference code's checkpoints, whatever their LM config's torch_dtype says).
     config_overrides: SCAConfig fields to change (e.g. ``language_model={...}`` to point at a local
-    copy of the LM)."""
-    from sca.models.captioner import SCAModel
+    copy of the LM).
+    model_class: the class to build (``SCAModel``; ``SCAModel.from_pretrained`` passes itself, so this
+    module does not import the model it saves and loads)."""
     from sca.models.config import SCAConfig
 
     if dtype is not None:
@@ -197,7 +199,7 @@ def from_pretrained(
         raise FileNotFoundError(f"checkpoint folder {str(root)!r} has no {CONFIG_NAME}")
     raw = json.loads(config_path.read_text())
     if "mask_caption_decoder_config" in raw:
-        model = load_reference_checkpoint(root, raw, **config_overrides)
+        model = load_reference_checkpoint(root, raw, model_class=model_class, **config_overrides)
         return model.to(device) if device is not None else model
     if raw.get("model_type") != "sca":
         raise ValueError(f"{str(config_path)!r} is not an SCA config (model_type {raw.get('model_type')!r})")
@@ -213,7 +215,7 @@ def from_pretrained(
         if isinstance(folder, str) and folder.startswith(str(root)) and Path(folder).is_dir():
             integrity.check_weight_folder(Path(folder))  # readable and finite, named before transformers loads it
     raw.update(config_overrides)
-    model = SCAModel(SCAConfig.from_dict(raw))
+    model = model_class(SCAConfig.from_dict(raw))
     _load_strict_subset(model, state, str(weights_path))
     return model.to(device) if device is not None else model
 
@@ -366,13 +368,13 @@ def fill_tied(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], wher
     return filled
 
 
-def load_reference_checkpoint(root: Path, raw: dict[str, Any] | None = None, **config_overrides: Any):
+def load_reference_checkpoint(root: Path, raw: dict[str, Any] | None = None, *, model_class: type,
+                              **config_overrides: Any):
     """Load a checkpoint saved by the reference code into an SCAModel (all weights from the file).
 
     config_overrides: SCAConfig fields to change (e.g. ``dtype="bfloat16"``).
     Tensors of buffers today's transformers recomputes are dropped with a warning; tied weights
     stored once are tied; anything else that does not fit is one ValueError naming the file(s)."""
-    from sca.models.captioner import SCAModel
     from sca.models.config import SCAConfig
 
     root = Path(root)
@@ -380,7 +382,7 @@ def load_reference_checkpoint(root: Path, raw: dict[str, Any] | None = None, **c
     config = reference_config(raw, root)
     if config_overrides:
         config = SCAConfig.from_dict({**config.to_dict(), **config_overrides})
-    model = SCAModel(config)
+    model = model_class(config)
     files = weight_files(root)
     where = "reference checkpoint " + ", ".join(repr(str(f)) for f in files)
     state: dict[str, torch.Tensor] = {}

@@ -33,7 +33,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from sca.registry import LANGUAGE_MODELS
+from sca.registry import LANGUAGE_MODELS, ContractError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 GPT2_TOKENIZER_DIR = ASSETS / "gpt2_tokenizer"
@@ -117,14 +117,16 @@ class LanguageModel(nn.Module):
 
 
 def check_language_model(part: Any, name: str) -> None:
-    from sca.registry import ContractError
-
+    """Raise ContractError unless ``part`` honours the LanguageModel contract."""
     if not isinstance(part, LanguageModel):
         raise ContractError(f"language model {name!r} returned {type(part).__name__}, not a LanguageModel")
     if not hasattr(part.model, "generate") or part.model.get_input_embeddings() is None:
         raise ContractError(f"language model {name!r}: {type(part.model).__name__} cannot generate from embeddings")
     if part.tokenizer is not None and part.tokenizer.eos_token_id is None:
         raise ContractError(f"language model {name!r}: tokenizer has no EOS token")
+
+
+LANGUAGE_MODELS.set_check(check_language_model)
 
 
 def gpt2_tokenizer() -> GPT2TokenizerFast:

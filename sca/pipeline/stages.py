@@ -123,7 +123,8 @@ def train_language_model(p: dict[str, Any]) -> dict[str, Any]:
     out = Path(p["out"])
     if not p.get("enabled", True):
         return _skipped(out, "the captioner uses a public pretrained LM")
-    from sca.models.caption_lm import pretrain_caption_lm, saved_lm_summary
+    from sca.models.caption_lm import saved_lm_summary
+    from sca.training.caption_lm import pretrain_caption_lm
 
     texts = [t for t in Path(p["corpus"]).read_text().splitlines() if t.strip()]
     result = pretrain_caption_lm(texts, out, train=p["train"], hidden_size=p["hidden_size"],
@@ -244,10 +245,10 @@ def evaluate(p: dict[str, Any]) -> dict[str, Any]:
     ``out/metrics.json`` one entry per set, named by its protocol (never mixed)."""
     from sca.evaluation.predict import GenerationSettings
     from sca.evaluation.run import evaluate_model
-    from sca.models.hub import from_pretrained
+    from sca.models.captioner import SCAModel
 
     out = Path(p["out"])
-    model = from_pretrained(p["checkpoint"]).eval()
+    model = SCAModel.from_pretrained(p["checkpoint"]).eval()
     generation = GenerationSettings(num_beams=int(p["num_beams"]), max_new_tokens=int(p["max_new_tokens"]),
                                     region_chunk_size=int(p.get("region_chunk_size", 32)))
     summary: dict[str, Any] = {}

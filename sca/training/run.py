@@ -110,11 +110,11 @@ def run_training(*, model: dict[str, Any], data: dict[str, Any], train: dict[str
 
     eval: periodic evaluation on the validation records (``periodic_eval`` options: max_images,
     metrics, num_beams, max_new_tokens), every ``train.eval_every`` steps and at the end."""
-    from sca.data.collate import RegionCollator
     from sca.data.io import sha256_file
     from sca.models.captioner import SCAModel
     from sca.models.config import SCAConfig
     from sca.training.cache import EmbeddingCache
+    from sca.training.collate import RegionCollator
     from sca.training.sca_task import CaptionLoss
 
     model_cfg = SCAConfig.from_dict(model)

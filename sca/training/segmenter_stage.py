@@ -292,7 +292,7 @@ def evaluate_segmenter(segmenter: SamSegmenter, dataset, *, batch_size: int = 8,
     left out (``num_regions`` counts those scored)."""
     from torch.utils.data import DataLoader, Subset
 
-    from sca.data.collate import RegionCollator
+    from sca.training.collate import RegionCollator
 
     if batches is None:
         if not getattr(dataset, "load_masks", True):
@@ -352,8 +352,8 @@ def run_segmenter_stage(*, segmenter: dict[str, Any], data: dict[str, Any], trai
     """
     from accelerate.utils import set_seed
 
-    from sca.data.collate import RegionCollator
     from sca.models import load_registries
+    from sca.training.collate import RegionCollator
     from sca.training.config import TrainConfig
     from sca.training.run import DataConfig, build_datasets
     from sca.training.trainer import Trainer

@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from sca.data.collate import RegionCollator, make_loader
+from sca.training.collate import RegionCollator, make_loader
 from sca.models.captioner import SCAModel
 from sca.models.config import SCAConfig
 from sca.models.text import encode_captions

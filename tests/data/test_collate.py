@@ -5,12 +5,12 @@ import pytest
 import torch
 from sca_data_testutil import scene, scene_record, tokenizer, write_png
 
-from sca.data.collate import RegionBatch, RegionCollator, make_loader
 from sca.data.dataset import RegionDataset
 from sca.data.records import Region
 from sca.data.report import DataReport
 from sca.data.transforms import TransformConfig
 from sca.models.text import IGNORE_INDEX, encode_captions
+from sca.training.collate import RegionBatch, RegionCollator, make_loader
 
 S = 64
 

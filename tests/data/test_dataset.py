@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 from sca_data_testutil import scene, scene_record, tokenizer, write_png
 
-from sca.data.collate import RegionCollator, make_loader
 from sca.data.dataset import BadSample, RegionDataset, Sample
 from sca.data.records import ImageRecord, Region
 from sca.data.synthetic import SyntheticConfig, generate_synthetic
 from sca.data.transforms import TransformConfig
+from sca.training.collate import RegionCollator, make_loader
 
 S = 64
 

@@ -72,8 +72,8 @@ def eval_dataset(tiny_model, synthetic_root):
 @pytest.fixture(scope="session")
 def predictions_run(tiny_model, eval_dataset, tmp_path_factory):
     """(predictions path, PredictionStats) of the tiny model over the synthetic test split."""
-    from sca.data.collate import RegionCollator, make_loader
     from sca.evaluation.predict import GenerationSettings, predict_to_file
+    from sca.training.collate import RegionCollator, make_loader
 
     loader = make_loader(eval_dataset, RegionCollator(tiny_model.lm.require_tokenizer()), batch_size=2,
                          shuffle=False, num_workers=0)

@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
-from sca.data.collate import RegionCollator, make_loader
 from sca.evaluation.diagnostics import distinct_share, prompt_shuffle_gap
+from sca.training.collate import RegionCollator, make_loader
 from sca.training.sca_task import region_inputs
 
 

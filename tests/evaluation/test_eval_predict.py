@@ -45,7 +45,7 @@ def test_one_record_per_region_with_boxes_in_original_pixels(predictions_run, sy
 
 
 def test_forced_task_is_recorded(tiny_model, eval_dataset, tmp_path):
-    from sca.data.collate import RegionCollator, make_loader
+    from sca.training.collate import RegionCollator, make_loader
 
     loader = make_loader(eval_dataset, RegionCollator(tiny_model.lm.require_tokenizer()), batch_size=3,
                          shuffle=False, num_workers=0)
@@ -56,7 +56,7 @@ def test_forced_task_is_recorded(tiny_model, eval_dataset, tmp_path):
 
 
 def test_generation_refuses_records_of_another_protocol(tiny_model, eval_dataset, tmp_path):
-    from sca.data.collate import RegionCollator, make_loader
+    from sca.training.collate import RegionCollator, make_loader
 
     loader = make_loader(eval_dataset, RegionCollator(tiny_model.lm.require_tokenizer()), batch_size=1,
                          shuffle=False, num_workers=0)

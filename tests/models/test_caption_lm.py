@@ -3,7 +3,8 @@
 import torch
 
 from sca.models import load_registries
-from sca.models.caption_lm import TextCollator, build_word_tokenizer, pretrain_caption_lm
+from sca.models.caption_lm import TextCollator, build_word_tokenizer
+from sca.training.caption_lm import pretrain_caption_lm
 
 TEXTS = ["a small red circle", "a large blue square on the left", "a green triangle above a red circle",
          "square", "circle", "the blue square to the right of the small red circle"] * 20

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from sca.models import load_registries
 from sca.models.captioner import SCAModel
 from sca.models.config import TINY_CONFIG
-from sca.models.hub import from_pretrained, unmap_reference_key
+from sca.models.hub import unmap_reference_key
 from sca.models.integrity import RECORD_KEY, CheckpointError, record_weight_files, sha256_file
 from sca.models.segmenters import Prompts
 
@@ -92,7 +92,7 @@ def test_every_weight_file_is_recorded_and_a_good_checkpoint_loads_identically(m
                               "model.safetensors"]
     for rel, entry in record.items():
         assert entry == {"size": (saved / rel).stat().st_size, "sha256": sha256_file(saved / rel)}
-    again = from_pretrained(saved).eval()
+    again = SCAModel.from_pretrained(saved).eval()
     assert _outputs(again) == _outputs(model)
     own = model.state_dict()
     assert set(again.state_dict()) == set(own)
@@ -106,7 +106,7 @@ def test_flipped_bytes_are_refused_naming_the_file_and_both_hashes(ckpt, rel):
     recorded = _config(ckpt)[RECORD_KEY][rel]["sha256"]
     _flip_middle(ckpt / rel)
     with pytest.raises(CheckpointError) as err:
-        from_pretrained(ckpt)
+        SCAModel.from_pretrained(ckpt)
     msg = str(err.value)
     assert repr(str(ckpt / rel)) in msg
     assert "corrupt or was changed after saving" in msg
@@ -118,14 +118,14 @@ def test_truncated_file_is_refused_naming_the_file(ckpt):
     size = path.stat().st_size
     path.write_bytes(path.read_bytes()[: size // 2])
     with pytest.raises(CheckpointError) as err:
-        from_pretrained(ckpt)
+        SCAModel.from_pretrained(ckpt)
     msg = str(err.value)
     assert repr(str(path)) in msg and "corrupt or was changed" in msg
     assert f"{size // 2} bytes" in msg and f"{size} bytes" in msg
     # Without a record (saved before it existed): safetensors' own error, named and explained.
     _drop_record(ckpt)
     with pytest.raises(CheckpointError) as err:
-        from_pretrained(ckpt)
+        SCAModel.from_pretrained(ckpt)
     msg = str(err.value)
     assert repr(str(path)) in msg and "not a readable safetensors file" in msg and "truncated or corrupt" in msg
 
@@ -135,13 +135,13 @@ def test_nan_in_a_validly_framed_file(ckpt):
     name = _write_nan(path)
     # The record catches the change ...
     with pytest.raises(CheckpointError, match="corrupt or was changed after saving"):
-        from_pretrained(ckpt)
+        SCAModel.from_pretrained(ckpt)
     # ... and a NaN that was saved as it is (e.g. training diverged) is caught by the finiteness check.
     config = _config(ckpt)
     config[RECORD_KEY] = record_weight_files(ckpt)
     _write_config(ckpt, config)
     with pytest.raises(CheckpointError) as err:
-        from_pretrained(ckpt)
+        SCAModel.from_pretrained(ckpt)
     msg = str(err.value)
     assert repr(str(path)) in msg and repr(name) in msg and "1 NaN" in msg
 
@@ -150,10 +150,10 @@ def test_nan_in_a_validly_framed_file(ckpt):
                                  "language_model/model.safetensors"])
 def test_checkpoint_without_record_still_loads_and_is_checked_for_finiteness(model, ckpt, rel):
     _drop_record(ckpt)
-    assert _outputs(from_pretrained(ckpt).eval()) == _outputs(model)
+    assert _outputs(SCAModel.from_pretrained(ckpt).eval()) == _outputs(model)
     name = _write_nan(ckpt / rel)
     with pytest.raises(CheckpointError) as err:
-        from_pretrained(ckpt)
+        SCAModel.from_pretrained(ckpt)
     msg = str(err.value)
     assert repr(str(ckpt / rel)) in msg and repr(name) in msg and "NaN" in msg
 
@@ -162,17 +162,17 @@ def test_missing_and_unrecorded_weight_files_are_refused(saved, tmp_path):
     ckpt = shutil.copytree(saved, tmp_path / "a")
     (ckpt / "language_model" / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"language_model/model\.safetensors' is missing"):
-        from_pretrained(ckpt)
+        SCAModel.from_pretrained(ckpt)
     ckpt = shutil.copytree(saved, tmp_path / "b")
     shutil.copy(ckpt / "model.safetensors", ckpt / "image_encoder" / "extra.safetensors")
     with pytest.raises(CheckpointError, match=r"extra\.safetensors.*does not record"):
-        from_pretrained(ckpt)
+        SCAModel.from_pretrained(ckpt)
     ckpt = shutil.copytree(saved, tmp_path / "c")
     config = _config(ckpt)
     config[RECORD_KEY]["model.safetensors"] = {"size": 1, "sha256": "xyz"}
     _write_config(ckpt, config)
     with pytest.raises(CheckpointError, match="must map each weight file"):
-        from_pretrained(ckpt)
+        SCAModel.from_pretrained(ckpt)
 
 
 # -- the reference code's checkpoints (no record): readable, safe, finite ------------------------------
@@ -210,7 +210,7 @@ def test_reference_pickle_with_code_is_refused_without_running_it(model, tmp_pat
     marker = tmp_path / "code-ran"
     torch.save({**state, "extra": _RunsCode(marker)}, folder / "pytorch_model.bin")
     with pytest.raises(CheckpointError) as err:
-        from_pretrained(folder)
+        SCAModel.from_pretrained(folder)
     msg = str(err.value)
     assert not marker.exists()
     assert repr(str(folder / "pytorch_model.bin")) in msg
@@ -225,24 +225,24 @@ def test_reference_bin_truncated_or_not_a_state_dict(model, tmp_path):
     path = folder / "pytorch_model.bin"
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CheckpointError) as err:
-        from_pretrained(folder)
+        SCAModel.from_pretrained(folder)
     assert repr(str(path)) in str(err.value) and "not a readable PyTorch file" in str(err.value)
     _assert_plain(str(err.value))
     torch.save({"state_dict": {"a": torch.zeros(1)}}, path)
     with pytest.raises(CheckpointError, match=r"entry 'state_dict' is a dict, not a tensor"):
-        from_pretrained(folder)
+        SCAModel.from_pretrained(folder)
 
 
 @pytest.mark.parametrize("fmt", ["bin", "safetensors"])
 def test_reference_checkpoint_with_nan_is_refused_and_a_good_one_loads(model, tmp_path, fmt):
     folder = tmp_path / "ref"
     state = _reference_checkpoint(model, folder, fmt)
-    assert _outputs(from_pretrained(folder).eval()) == _outputs(model)
+    assert _outputs(SCAModel.from_pretrained(folder).eval()) == _outputs(model)
     name = "language_project.weight"
     state[name][0, 0] = float("inf")
     path = folder / ("pytorch_model.bin" if fmt == "bin" else "model.safetensors")
     torch.save(state, path) if fmt == "bin" else save_file(state, str(path))
     with pytest.raises(CheckpointError) as err:
-        from_pretrained(folder)
+        SCAModel.from_pretrained(folder)
     msg = str(err.value)
     assert repr(str(path)) in msg and repr(name) in msg and "1 infinite" in msg

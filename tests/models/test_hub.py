@@ -8,7 +8,7 @@ import torch
 
 from sca.models.captioner import SCAModel
 from sca.models.config import TINY_CONFIG
-from sca.models.hub import REFERENCE_KEY_MAP, from_pretrained
+from sca.models.hub import REFERENCE_KEY_MAP
 from sca.models.integrity import RECORD_KEY, CheckpointError, record_weight_files
 from sca.models.segmenters import Prompts
 
@@ -94,10 +94,10 @@ def test_save_is_atomic_over_an_existing_checkpoint(model, tmp_path, monkeypatch
 
 def test_missing_and_bad_checkpoints(tmp_path, model):
     with pytest.raises(FileNotFoundError, match="not a hub id"):
-        from_pretrained(tmp_path / "nope")
+        SCAModel.from_pretrained(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="has no config.json"):
-        from_pretrained(tmp_path / "empty")
+        SCAModel.from_pretrained(tmp_path / "empty")
     model.save_pretrained(tmp_path / "ckpt")
     from safetensors.torch import load_file
 
@@ -105,7 +105,7 @@ def test_missing_and_bad_checkpoints(tmp_path, model):
     state["mixer.bogus"] = torch.zeros(1)
     _resave(tmp_path / "ckpt", state)
     with pytest.raises(ValueError, match="unexpected key"):
-        from_pretrained(tmp_path / "ckpt")
+        SCAModel.from_pretrained(tmp_path / "ckpt")
 
 
 def test_own_checkpoint_misfit_is_one_error_with_every_key(model, tmp_path):
@@ -119,7 +119,7 @@ def test_own_checkpoint_misfit_is_one_error_with_every_key(model, tmp_path):
     state["projection.bias"] = torch.zeros(3)
     _resave(tmp_path / "ckpt", state)
     with pytest.raises(ValueError) as err:
-        from_pretrained(tmp_path / "ckpt")
+        SCAModel.from_pretrained(tmp_path / "ckpt")
     msg = str(err.value)
     assert repr(str(path)) in msg
     assert "1 missing key(s): mixer.queries.weight" in msg
@@ -170,7 +170,7 @@ def _write_reference_checkpoint(model, folder, fmt):
 @pytest.mark.parametrize("fmt", ["bin", "safetensors"])
 def test_reference_checkpoint_layout_loads(model, tmp_path, fmt):
     _write_reference_checkpoint(model, tmp_path / "ref", fmt)
-    loaded = from_pretrained(tmp_path / "ref").eval()
+    loaded = SCAModel.from_pretrained(tmp_path / "ref").eval()
     assert loaded.config.num_mixer_layers == 2 and loaded.config.num_caption_queries == 8
     assert _captions(loaded)[0] == _captions(model)[0]
 
@@ -184,7 +184,7 @@ def test_reference_pickle_with_code_is_refused(model, tmp_path):
 
     torch.save({"x": Evil()}, tmp_path / "ref" / "pytorch_model.bin")
     with pytest.raises(CheckpointError) as err:
-        from_pretrained(tmp_path / "ref")
+        SCAModel.from_pretrained(tmp_path / "ref")
     msg = str(err.value)
     assert repr(str(tmp_path / "ref" / "pytorch_model.bin")) in msg and "print" in msg
     assert "weights_only" not in msg

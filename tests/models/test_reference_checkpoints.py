@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, GPT2TokenizerFast
 
 from sca.models.captioner import SCAModel
 from sca.models.config import SCAConfig
-from sca.models.hub import REFERENCE_KEY_MAP, from_pretrained, unmap_reference_key
+from sca.models.hub import REFERENCE_KEY_MAP, unmap_reference_key
 from sca.models.lms import GPT2_TOKENIZER_DIR, gpt2_tokenizer
 from sca.models.segmenters import Prompts
 from sca.models.text import encode_captions
@@ -162,7 +162,7 @@ def test_openllama_checkpoint_with_rotary_inv_freq_buffers_loads(tmp_path, caplo
     write_reference_checkpoint(original, tmp_path / "ref", LLAMA_TEXT_CONFIG, fmt, tokenizer=llama_tokenizer(),
                                edit=add_inv_freq_buffers)
     with caplog.at_level(logging.WARNING, logger="sca.models.hub"):
-        loaded = from_pretrained(tmp_path / "ref").eval()
+        loaded = SCAModel.from_pretrained(tmp_path / "ref").eval()
     notes = [r.getMessage() for r in caplog.records if "recomputes" in r.getMessage()]
     assert len(notes) == 1
     assert "dropped 3 tensor(s)" in notes[0] and "3 x '*rotary_emb.inv_freq'" in notes[0]
@@ -180,7 +180,7 @@ def test_every_part_is_float32_by_default_and_bfloat16_on_request(tmp_path, dtyp
     text_config[dtype_key] = text_config.pop("torch_dtype")  # transformers 4.x / 5.x spelling
     original = build_original(GPT2_TEXT_CONFIG)
     write_reference_checkpoint(original, tmp_path / "ref", text_config, "bin")
-    loaded = from_pretrained(tmp_path / "ref")
+    loaded = SCAModel.from_pretrained(tmp_path / "ref")
     dtypes = {name: p.dtype for name, p in loaded.named_parameters()}
     assert set(dtypes.values()) == {torch.float32}, {n: d for n, d in dtypes.items() if d != torch.float32}
     assert any(n.startswith("lm.") for n in dtypes) and any(n.startswith("segmenter.") for n in dtypes)
@@ -206,9 +206,9 @@ def test_own_checkpoint_reloads_in_another_dtype(tmp_path):
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     model.save_pretrained(tmp_path / "ckpt")
     assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["dtype"] == "bfloat16"
-    again = from_pretrained(tmp_path / "ckpt")
+    again = SCAModel.from_pretrained(tmp_path / "ckpt")
     assert {p.dtype for p in again.parameters()} == {torch.bfloat16}
-    wide = from_pretrained(tmp_path / "ckpt", dtype="float32")
+    wide = SCAModel.from_pretrained(tmp_path / "ckpt", dtype="float32")
     assert {p.dtype for p in wide.parameters()} == {torch.float32}
     assert torch.equal(wide.projection.weight, model.projection.weight.float())
 
@@ -231,7 +231,7 @@ def test_safetensors_without_the_tied_lm_head_loads_tied(tmp_path):
     with safe_open(str(path), "pt") as f:
         keys = set(f.keys())
     assert "language_model.transformer.wte.weight" in keys and "language_model.lm_head.weight" not in keys
-    loaded = from_pretrained(tmp_path / "ref").eval()
+    loaded = SCAModel.from_pretrained(tmp_path / "ref").eval()
     head, wte = loaded.lm.model.lm_head.weight, loaded.lm.model.transformer.wte.weight
     assert head.data_ptr() == wte.data_ptr()  # still one tensor
     assert torch.equal(wte, original.lm.model.transformer.wte.weight)
@@ -244,7 +244,7 @@ def test_an_untied_lm_head_must_be_in_the_file(tmp_path):
     write_reference_checkpoint(original, tmp_path / "ref", LLAMA_TEXT_CONFIG, "safetensors",
                                edit=lambda s: s.pop("language_model.lm_head.weight"))
     with pytest.raises(ValueError, match=r"1 missing key\(s\): language_model\.lm_head\.weight"):
-        from_pretrained(tmp_path / "ref")
+        SCAModel.from_pretrained(tmp_path / "ref")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -262,7 +262,7 @@ def test_missing_and_unexpected_keys_are_one_error_naming_the_file(tmp_path, fmt
 
     path = write_reference_checkpoint(original, tmp_path / "ref", GPT2_TEXT_CONFIG, fmt, edit=edit)
     with pytest.raises(ValueError) as err:
-        from_pretrained(tmp_path / "ref")
+        SCAModel.from_pretrained(tmp_path / "ref")
     msg = str(err.value)
     assert repr(str(path)) in msg
     assert "1 missing key(s): mask_decoder.iou_token.weight" in msg
@@ -291,7 +291,7 @@ def test_reference_gpt2_checkpoint_without_tokenizer_files_uses_the_bundled_one(
     original = build_original(GPT2_TEXT_CONFIG)
     write_reference_checkpoint(original, tmp_path / "ref", GPT2_TEXT_CONFIG, "bin")
     assert sorted(p.name for p in (tmp_path / "ref").iterdir()) == ["config.json", "pytorch_model.bin"]
-    loaded = from_pretrained(tmp_path / "ref").eval()
+    loaded = SCAModel.from_pretrained(tmp_path / "ref").eval()
     assert loaded.lm.tokenizer("a red circle")["input_ids"] == [64, 2266, 9197]
     assert loaded.lm.adds_bos is False and loaded.lm.pad_token_id == 50256
     assert_same_outputs(original, loaded)

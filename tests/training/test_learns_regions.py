@@ -40,7 +40,7 @@ def test_shipped_models_are_the_recorded_ones():
 def test_training_lowers_the_loss_and_beats_the_trivial_baseline_by_a_margin(caption_set, tmp_path):
     from sca.evaluation.predict import GenerationSettings
     from sca.evaluation.run import evaluate_model
-    from sca.models.hub import from_pretrained
+    from sca.models.captioner import SCAModel
     from sca.training.run import run_training
 
     root = caption_set
@@ -56,7 +56,7 @@ def test_training_lowers_the_loss_and_beats_the_trivial_baseline_by_a_margin(cap
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < 0.7 * losses[0], losses
 
-    metrics = evaluate_model(from_pretrained(tmp_path / "run" / "model").eval(), root / "test.jsonl.gz", root,
+    metrics = evaluate_model(SCAModel.from_pretrained(tmp_path / "run" / "model").eval(), root / "test.jsonl.gz", root,
                              tmp_path / "eval", train_records=root / "train.jsonl.gz", metrics=("CIDEr-D",),
                              baselines=("most-frequent",), generation=GenerationSettings(num_beams=1, max_new_tokens=20),
                              figure_images=0, progress=False, num_workers=0)

@@ -66,9 +66,9 @@ def test_iou_target_is_the_true_iou_and_the_best_mask_carries_the_loss():
 
 
 def test_loss_skips_and_counts_regions_without_masks(synthetic_root):
-    from sca.data.collate import RegionCollator
     from sca.data.dataset import RegionDataset
     from sca.data.transforms import TransformConfig
+    from sca.training.collate import RegionCollator
     from sca.training.segmenter_stage import NoTextTokenizer, TrainableSegmenter
 
     ds = RegionDataset(str(synthetic_root / "val.jsonl.gz"), synthetic_root, train=False, load_masks=True,
@@ -86,9 +86,9 @@ def test_loss_skips_and_counts_regions_without_masks(synthetic_root):
 
 
 def test_reconstruction_adds_its_weighted_pixel_error_and_needs_the_decoder(synthetic_root):
-    from sca.data.collate import RegionCollator
     from sca.data.dataset import RegionDataset
     from sca.data.transforms import TransformConfig
+    from sca.training.collate import RegionCollator
     from sca.training.segmenter_stage import NoTextTokenizer, PixelDecoder, TrainableSegmenter
 
     ds = RegionDataset(str(synthetic_root / "val.jsonl.gz"), synthetic_root, train=False, load_masks=True,
@@ -125,9 +125,9 @@ def test_box_crops_resample_each_mask_inside_its_own_box():
 
 
 def test_token_mask_loss_adds_its_weighted_bce_and_trains_the_tokens(synthetic_root):
-    from sca.data.collate import RegionCollator
     from sca.data.dataset import RegionDataset
     from sca.data.transforms import TransformConfig
+    from sca.training.collate import RegionCollator
     from sca.training.segmenter_stage import NoTextTokenizer, TokenMaskDecoder, TrainableSegmenter
 
     ds = RegionDataset(str(synthetic_root / "val.jsonl.gz"), synthetic_root, train=False, load_masks=True,

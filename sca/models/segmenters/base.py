@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sca.registry import IMAGE_ENCODERS, ContractError
+
 from .prompts import Prompts, SegmenterOutput, merge_outputs, split_by_signature
 
 __all__ = [
@@ -141,8 +143,6 @@ class Segmenter(nn.Module):
 
 def check_segmenter(part: Any, name: str) -> None:
     """Raise ContractError unless ``part`` honours the Segmenter contract."""
-    from sca.registry import ContractError
-
     if not isinstance(part, Segmenter):
         raise ContractError(f"image encoder {name!r} returned {type(part).__name__}, not a Segmenter")
     for attr in ("image_size", "embedding_size", "hidden_size"):
@@ -161,6 +161,9 @@ def check_segmenter(part: Any, name: str) -> None:
     missing = {"hidden_size", "num_attention_heads", "mlp_dim", "attention_downsample_rate"} - set(cfg)
     if missing:
         raise ContractError(f"image encoder {name!r}: mixer_block_config lacks {sorted(missing)}")
+
+
+IMAGE_ENCODERS.set_check(check_segmenter)
 
 
 # ---------------------------------------------------------------------------------------------------
