@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sca.pipeline.paper_smoke import copy_repository
 from sca.pipeline.params import deep_update
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -21,22 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def _copy_repo(dst: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, check=True).stdout.decode().split("\0")
-    for rel in filter(None, files):
-        src = ROOT / rel
-        if src.is_file() and not rel.startswith("tests/"):
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     if shutil.which("git") is None:
         pytest.skip("git is needed for dvc")
     dst = tmp_path_factory.mktemp("repo")
-    _copy_repo(dst)
+    copy_repository(dst)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     (dst / "params.yaml").write_text(yaml.safe_dump(deep_update(params, SMOKE), sort_keys=False))
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
