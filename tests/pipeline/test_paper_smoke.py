@@ -34,6 +34,7 @@ def smoke(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3 * 3600)  # the fixture's dvc repro: ViT-H encodings take about a minute each on 2 cores
 def test_every_stage_runs_at_paper_shapes(smoke):
     repo = smoke["repo"]
     for nb in ("01_data", "04_pretrain", "05_finetune", "06_evaluate", "07_tour", "09_results"):
