@@ -73,6 +73,28 @@ def gemm_peak(dtype: torch.dtype, repeat: int) -> tuple[float, int] | None:
     return best
 
 
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation", "mkldnn::")
+ATTENTION_OPS = ("aten::_scaled_dot_product", "aten::_flash_attention", "aten::_efficient_attention")
+CONV_OPS = ("aten::mkldnn_convolution", "aten::_convolution", "aten::convolution_backward", "aten::_slow_conv")
+
+
+def time_shares(fn: Callable[[], object]) -> dict[str, float]:
+    """Share of one run's self CPU time (torch.profiler) in GEMMs, fused attention, convolutions
+    and everything else (element-wise, normalisation, softmax, copies, indexing): why a part's
+    counted FLOPs run below the GEMM peak."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    shares = {"GEMM": 0.0, "attention": 0.0, "conv": 0.0, "other": 0.0}
+    for event in prof.key_averages():
+        kind = ("GEMM" if event.key.startswith(GEMM_OPS) else "attention" if event.key.startswith(ATTENTION_OPS)
+                else "conv" if event.key.startswith(CONV_OPS) else "other")
+        shares[kind] += event.self_cpu_time_total
+    total = sum(shares.values()) or 1.0
+    return {k: v / total for k, v in shares.items()}
+
+
 def flops_of(fn: Callable[[], object]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -154,6 +176,9 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--profile", action="store_true",
+                    help="also print each part's self-time shares: GEMM / attention / conv / other")
+    ap.add_argument("--parts", nargs="+", default=None, help="only the parts whose name starts with one of these")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -174,14 +199,21 @@ def main() -> None:
             model.eval()
             model.lm.model.generation_config.eos_token_id = None
             print(f"\n{label}, {dtype_name}; {args.regions} regions, image {model.segmenter.image_size} px")
-            print(f"{'part':<28} {'GFLOP':>9} {'ms min':>9} {'ms med':>9} {'GFLOP/s':>8} {'% peak':>7} {'% fp32':>7}")
+            print(f"{'part':<28} {'GFLOP':>9} {'ms min':>9} {'ms med':>9} {'GFLOP/s':>8} {'% peak':>7} {'% fp32':>7}"
+                  + ("   time in GEMM / attn / conv / other" if args.profile else ""))
             for part, fn in parts(model, args.regions, args.new_tokens).items():
+                if args.parts and not part.startswith(tuple(args.parts)):
+                    continue
                 flops = flops_of(fn)
                 times = timed(fn, args.repeat)
                 rate = flops / min(times) / 1e9
                 per_part[(part, dtype_name)] = (min(times), flops)
+                shares = ""
+                if args.profile:
+                    t = time_shares(fn)
+                    shares = "   " + " / ".join(f"{100 * t[k]:3.0f}%" for k in ("GEMM", "attention", "conv", "other"))
                 print(f"{part:<28} {flops / 1e9:9.2f} {min(times) * 1e3:9.1f} {statistics.median(times) * 1e3:9.1f} "
-                      f"{rate:8.1f} {100 * rate / peaks[dtype_name][0]:6.0f}% {100 * rate / fp32[0]:6.0f}%")
+                      f"{rate:8.1f} {100 * rate / peaks[dtype_name][0]:6.0f}% {100 * rate / fp32[0]:6.0f}%{shares}")
             del model
         for dtype_name in args.dtypes:
             enc = per_part.get(("image encoder (1 image)", dtype_name))

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from sca.app.arguments import TASKS, resolve_task
 from sca.data.transforms import Geometry
-from sca.models.captioner import SCAModel, check_generation_options
+from sca.models.captioner import LM_BATCH_SIZE, SCAModel, check_generation_options
 from sca.models.masks import CompactMask
 from sca.models.processor import RegionProcessor, RegionPrompts, check_region_prompts, to_rgb
 
@@ -194,7 +194,8 @@ class Captioner:
     @torch.inference_mode()
     def caption(self, image: Any, boxes=None, points=None, point_labels=None, masks=None, *,
                 task: str | int = "caption", num_beams: int = 3, max_new_tokens: int = 20,
-                region_chunk_size: int = 32, progress: bool = False, **generate_kwargs) -> list[RegionCaption]:
+                region_chunk_size: int = 32, lm_batch_size: int = LM_BATCH_SIZE, progress: bool = False,
+                **generate_kwargs) -> list[RegionCaption]:
         """Caption R regions of one image; returns R results in prompt order.
 
         boxes: [R, 4] x0 y0 x1 y1. points: [R, P, 2], [R, 2] or R lists of (x, y); point_labels:
@@ -203,34 +204,36 @@ class Captioner:
         paper's evaluation settings (paper.md §5). generate_kwargs go to the LM's ``generate``
         (e.g. ``min_new_tokens``, ``repetition_penalty``)."""
         resolve_task(task)
-        check_generation_options(num_beams, max_new_tokens, region_chunk_size, generate_kwargs)
+        check_generation_options(num_beams, max_new_tokens, region_chunk_size, generate_kwargs, lm_batch_size)
         enc = self.encode(image)
         width, height = enc.size
         prompts = check_region_prompts(width, height, boxes, points, point_labels, masks)
         return self.caption_prompts(enc, prompts, task=task, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                                    region_chunk_size=region_chunk_size, progress=progress, **generate_kwargs)
+                                    region_chunk_size=region_chunk_size, lm_batch_size=lm_batch_size,
+                                    progress=progress, **generate_kwargs)
 
     @torch.inference_mode()
     def caption_prompts(self, enc: EncodedImage, prompts: RegionPrompts, *, task: str | int = "caption",
                         num_beams: int = 3, max_new_tokens: int = 20, region_chunk_size: int = 32,
-                        progress: bool = False, with_masks: bool = True, **generate_kwargs) -> list[RegionCaption]:
+                        lm_batch_size: int = LM_BATCH_SIZE, progress: bool = False, with_masks: bool = True, **generate_kwargs) -> list[RegionCaption]:
         """``caption`` for prompts already validated by ``check_region_prompts``. with_masks=False skips
         the full-resolution masks (``mask`` is then None; anything mode brings its own)."""
         task, task_name = resolve_task(task)
-        check_generation_options(num_beams, max_new_tokens, region_chunk_size, generate_kwargs)
+        check_generation_options(num_beams, max_new_tokens, region_chunk_size, generate_kwargs, lm_batch_size)
         model_prompts = self.processor.to_model(prompts, enc.geometry).to(self.device, self.dtype)
         n = prompts.num_regions
-        starts = range(0, n, region_chunk_size)
+        starts = range(0, n, lm_batch_size)
         if progress:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc="captioning", unit="chunk", total=len(starts))
         results: list[RegionCaption] = []
         for start in starts:
-            chunk = model_prompts.regions(start, min(n, start + region_chunk_size))
+            chunk = model_prompts.regions(start, min(n, start + lm_batch_size))
             out = self.model.generate(prompts=chunk, features=enc.features, task_ids=task,
                                       num_beams=num_beams, max_new_tokens=max_new_tokens,
-                                      region_chunk_size=region_chunk_size, **generate_kwargs)
+                                      region_chunk_size=region_chunk_size, lm_batch_size=lm_batch_size,
+                                      **generate_kwargs)
             results.extend(self._results(enc, out.masks, out.iou_scores, out.captions, task_name,
                                          prompts, start, with_masks))
         return results

@@ -28,7 +28,8 @@ def register(sub) -> None:
     p.add_argument("--predictions", help="score this predictions file instead of generating")
     p.add_argument("--num-beams", type=int, default=3, help="beam size (paper: 3)")
     p.add_argument("--max-new-tokens", type=int, default=20, help="(paper: 20)")
-    p.add_argument("--region-chunk-size", type=int, default=32, help="regions per LM call")
+    p.add_argument("--region-chunk-size", type=int, default=32, help="regions per SAM decoder + mixer call")
+    p.add_argument("--lm-batch-size", type=int, default=64, help="regions per LM generate call")
     p.add_argument("--task", choices=["caption", "recognition"], help="task token for every region "
                    "(default: each region's own task)")
     p.add_argument("--batch-size", type=int, default=1, help="images per batch")
@@ -85,7 +86,8 @@ def run(args) -> int:
 
         model = SCAModel.from_pretrained(args.checkpoint).to(torch.device(args.device)).eval()
         generation = GenerationSettings(num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
-                                        region_chunk_size=args.region_chunk_size, task=args.task)
+                                        region_chunk_size=args.region_chunk_size,
+                                        lm_batch_size=args.lm_batch_size, task=args.task)
         result = evaluate_model(model, _records(args.records, args.limit), args.images, args.out,
                                 protocol=args.protocol, split=args.split, train_records=args.train_records,
                                 generation=generation, batch_size=args.batch_size, num_workers=args.workers,

@@ -45,16 +45,18 @@ FIELDS = ("protocol", "split", "image_id", "region_id", "region_index", "box", "
 @dataclass
 class GenerationSettings:
     """num_beams / max_new_tokens: the paper evaluates with 3 / 20. region_chunk_size: regions per
-    LM call (memory bound; results do not depend on it). task: None = each region's own task (from
+    SAM decoder + mixer call, lm_batch_size: regions per LM ``generate`` call (memory bounds; results
+    do not depend on them). task: None = each region's own task (from
     its record), or "caption" / "recognition" for every region."""
 
     num_beams: int = 3
     max_new_tokens: int = 20
     region_chunk_size: int = 32
+    lm_batch_size: int = 64
     task: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("num_beams", "max_new_tokens", "region_chunk_size"):
+        for name in ("num_beams", "max_new_tokens", "region_chunk_size", "lm_batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"GenerationSettings.{name} must be an int >= 1, got {value!r}")
@@ -114,7 +116,8 @@ def batch_predictions(model, batch, *, protocol: str, split: str, settings: Gene
     task_ids = batch.task_ids[real] if settings.task is None else TASKS.index(settings.task)
     out = model.generate(pixel_values=batch.pixel_values, prompts=Prompts(boxes=boxes[:, None]),
                          image_index=image_index, task_ids=task_ids, num_beams=settings.num_beams,
-                         max_new_tokens=settings.max_new_tokens, region_chunk_size=settings.region_chunk_size)
+                         max_new_tokens=settings.max_new_tokens, region_chunk_size=settings.region_chunk_size,
+                         lm_batch_size=settings.lm_batch_size)
     tasks = (batch.task_ids[real].tolist() if settings.task is None else [TASKS.index(settings.task)] * len(boxes))
     ious = out.iou_scores.float().cpu().tolist()
     original = batch.boxes_to_original()  # per image [R_b, 4]

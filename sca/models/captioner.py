@@ -23,7 +23,12 @@ from sca.models.mixer import TextFeatureMixer, init_new_module
 from sca.models.segmenters.base import DECODER_LAYER_NORM_EPS_OPTION, Prompts, Segmenter, SegmenterOutput
 from sca.models.text import IGNORE_INDEX, CaptionBatch
 
-__all__ = ["CaptionResult", "SCAModel", "SCAOutput", "check_generation_options", "flatten_regions"]
+__all__ = ["LM_BATCH_SIZE", "CaptionResult", "SCAModel", "SCAOutput", "check_generation_options", "flatten_regions"]
+
+
+# Regions per LM ``generate`` call. GPT-2 beam 3 on a CPU: 147 / 71 ms per region at 16 / 64 regions
+# a batch (bench_generate.py --lm-batch); the KV cache of 64 x 3 beams of GPT2-large is ~2.4 GB fp32.
+LM_BATCH_SIZE = 64
 
 
 def _positive_int(value, name: str, hint: str) -> None:
@@ -32,13 +37,16 @@ def _positive_int(value, name: str, hint: str) -> None:
                          + (f" of type {type(value).__name__}" if not isinstance(value, numbers.Integral) else ""))
 
 
-def check_generation_options(num_beams, max_new_tokens, region_chunk_size=1, generate_kwargs=None) -> None:
+def check_generation_options(num_beams, max_new_tokens, region_chunk_size=1, generate_kwargs=None,
+                             lm_batch_size=1) -> None:
     """Raise ValueError naming the bad value unless the generation options are usable: num_beams,
-    max_new_tokens and region_chunk_size whole numbers >= 1; options that would give other than one
-    caption per region (num_return_sequences != 1) or that ``generate`` sets itself are refused."""
+    max_new_tokens, region_chunk_size and lm_batch_size whole numbers >= 1; options that would give
+    other than one caption per region (num_return_sequences != 1) or that ``generate`` sets itself
+    are refused."""
     _positive_int(num_beams, "num_beams", "1 = greedy; the paper's evaluation uses 3")
     _positive_int(max_new_tokens, "max_new_tokens", "the paper's evaluation uses 20")
-    _positive_int(region_chunk_size, "region_chunk_size", "regions decoded at a time")
+    _positive_int(region_chunk_size, "region_chunk_size", "regions through SAM's decoder and the mixer at a time")
+    _positive_int(lm_batch_size, "lm_batch_size", "regions through the LM's generate at a time")
     kwargs = generate_kwargs or {}
     if kwargs.get("num_return_sequences", 1) != 1:
         raise ValueError(f"num_return_sequences must be 1 (one caption per region), got "
@@ -162,6 +170,21 @@ class SCAModel(nn.Module):
                 p.requires_grad_(True)
         for p in self.lm.parameters():
             p.requires_grad_(not self.config.freeze_lm)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute activations in the backward pass instead of storing them: every mixer block and
+        every LM layer (transformers' own checkpointing, non-reentrant, so a frozen LM still passes
+        gradients to the visual prefix). Training only; results are unchanged (dropout's random
+        state is replayed). The memory that lets the paper's 3B LM or a large batch fit a GPU."""
+        self.mixer.gradient_checkpointing = True
+        lm = self.lm.model
+        if not getattr(lm, "supports_gradient_checkpointing", False):
+            raise ValueError(f"language model {self.config.language_model['name']!r} ({type(lm).__name__}) does not "
+                             f"support gradient checkpointing; set train.gradient_checkpointing: false")
+        if hasattr(lm, "activation_checkpointing_enable"):  # transformers >= 5.x names it so
+            lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def trainable_state_dict(self) -> dict[str, Tensor]:
         """The parameters that train (and so must be saved): name -> tensor."""
@@ -314,12 +337,16 @@ class SCAModel(nn.Module):
         num_beams: int = 1,
         max_new_tokens: int = 20,
         region_chunk_size: int = 32,
+        lm_batch_size: int = LM_BATCH_SIZE,
         **generate_kwargs,
     ) -> CaptionResult:
-        """Caption every region: the image is encoded once, regions go through SAM, the mixer and the
-        LM in chunks of ``region_chunk_size`` (bounds memory; results do not depend on it).
-        Greedy by default; ``num_beams=3, max_new_tokens=20`` is the paper's evaluation (§5)."""
-        check_generation_options(num_beams, max_new_tokens, region_chunk_size, generate_kwargs)
+        """Caption every region: the image is encoded once; regions go through SAM's decoder and the
+        mixer in chunks of ``region_chunk_size`` (the vision side's activation memory) and through the
+        LM's ``generate`` in batches of ``lm_batch_size`` (a prefix is a few vectors, so the LM batch
+        can be larger: each decoding step is then one larger GEMM instead of several small ones).
+        Results do not depend on either size. Greedy by default; ``num_beams=3, max_new_tokens=20``
+        is the paper's evaluation (§5)."""
+        check_generation_options(num_beams, max_new_tokens, region_chunk_size, generate_kwargs, lm_batch_size)
         if features is None:
             if pixel_values is None:
                 raise ValueError("give pixel_values or precomputed features")
@@ -331,19 +358,22 @@ class SCAModel(nn.Module):
         tok = self.lm.require_tokenizer()
         ids: list[list[int]] = []
         masks, ious = [], []
-        for start in range(0, n, region_chunk_size):
-            sl = slice(start, min(n, start + region_chunk_size))
-            chunk = prompts.map(lambda t, sl=sl: t[sl])
-            seg = self.segment_regions(features, chunk, image_index[sl])
-            prefix = self.visual_prefix(seg, task_ids[sl])
+        options = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                       pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        options.update(generate_kwargs)
+        for group in range(0, n, lm_batch_size):
+            prefixes = []
+            for start in range(group, min(n, group + lm_batch_size), region_chunk_size):
+                sl = slice(start, min(n, group + lm_batch_size, start + region_chunk_size))
+                chunk = prompts.map(lambda t, sl=sl: t[sl])
+                seg = self.segment_regions(features, chunk, image_index[sl])
+                prefixes.append(self.visual_prefix(seg, task_ids[sl]))
+                masks.append(seg.masks[:, 0])
+                ious.append(seg.iou_scores[:, 0])
+            prefix = torch.cat(prefixes) if len(prefixes) > 1 else prefixes[0]
             attention = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
-            options = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
-                           pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-            options.update(generate_kwargs)
             out = self.lm.model.generate(inputs_embeds=prefix, attention_mask=attention, **options)
             ids.extend(_strip(row, tok.eos_token_id, tok.pad_token_id) for row in out.tolist())
-            masks.append(seg.masks[:, 0])
-            ious.append(seg.iou_scores[:, 0])
         captions = [tok.decode(row, skip_special_tokens=True).strip() for row in ids]
         return CaptionResult(ids, captions, torch.cat(masks), torch.cat(ious))
 

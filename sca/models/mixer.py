@@ -83,6 +83,9 @@ class TextFeatureMixer(nn.Module):
         self.use_sam_tokens = use_sam_tokens
         self.queries = nn.Embedding(num_queries, hidden_size)
         self.transformer = SamTwoWayTransformer(config)
+        # Recompute each block in the backward pass instead of keeping its activations: a block holds
+        # ~10 tensors of [h*w, C] per region (4096 x 256 at 1024 px), ~40 MB fp32 a region per block.
+        self.gradient_checkpointing = False
         init_new_module(self)
 
     def forward(self, sam_tokens: Tensor, image_tokens: Tensor, image_pe: Tensor) -> Tensor:
@@ -101,11 +104,29 @@ class TextFeatureMixer(nn.Module):
         # [N, C, h*w, 1] flattens to the same tokens without a copy of the tokens here.
         keys = image_tokens.transpose(1, 2).unsqueeze(-1)
         pe = image_pe.flatten(2).unsqueeze(-1).to(image_tokens.dtype).expand(n, -1, -1, -1)
-        out, _ = self.transformer(
-            point_embeddings=tokens.unsqueeze(1),  # [N, 1, Q+T, C]
-            image_embeddings=keys,
-            image_positional_embeddings=pe,
-            attention_similarity=None,
-        )
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            out = self._checkpointed(tokens.unsqueeze(1), keys, pe)
+        else:
+            out, _ = self.transformer(
+                point_embeddings=tokens.unsqueeze(1),  # [N, 1, Q+T, C]
+                image_embeddings=keys,
+                image_positional_embeddings=pe,
+                attention_similarity=None,
+            )
         return out[:, 0, : self.num_queries]
+
+    def _checkpointed(self, tokens: Tensor, keys: Tensor, pe: Tensor) -> Tensor:
+        """``SamTwoWayTransformer.forward`` (transformers 5.x: blocks, then the final token-to-image
+        attention and its LayerNorm) with each block under ``torch.utils.checkpoint``."""
+        from torch.utils.checkpoint import checkpoint
+
+        t = self.transformer
+        keys = keys.flatten(2).transpose(1, 2).unsqueeze(1)  # [N, 1, h*w, C], as the transformer does
+        key_pe = pe.flatten(2).transpose(1, 2).unsqueeze(1)
+        queries = tokens
+        for layer in t.layers:
+            queries, keys, _ = checkpoint(layer, queries=queries, keys=keys, query_point_embedding=tokens,
+                                          key_point_embedding=key_pe, attention_similarity=None, use_reentrant=False)
+        attn_out, _ = t.final_attn_token_to_image(query=queries + tokens, key=keys + key_pe, value=keys)
+        return t.layer_norm_final_attn(queries + attn_out)
 

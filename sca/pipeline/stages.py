@@ -250,7 +250,8 @@ def evaluate(p: dict[str, Any]) -> dict[str, Any]:
     out = Path(p["out"])
     model = SCAModel.from_pretrained(p["checkpoint"]).eval()
     generation = GenerationSettings(num_beams=int(p["num_beams"]), max_new_tokens=int(p["max_new_tokens"]),
-                                    region_chunk_size=int(p.get("region_chunk_size", 32)))
+                                    region_chunk_size=int(p.get("region_chunk_size", 32)),
+                                    lm_batch_size=int(p.get("lm_batch_size", 64)))
     summary: dict[str, Any] = {}
     for item in p["sets"]:
         result = evaluate_model(model, item["records"], item["images"], out / "sets" / item["name"],

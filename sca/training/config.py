@@ -31,6 +31,9 @@ class TrainConfig:
         only); save_every: steps between checkpoints (0: end only); keep_checkpoints: newest kept.
     init_from: a checkpoint (folder) whose trained weights start this run (weak pretraining ->
         fine-tuning: the mixer, queries, task tokens and projection carry over).
+    gradient_checkpointing: recompute the mixer's blocks and the LM's layers in the backward pass
+        instead of storing their activations (``SCAModel.enable_gradient_checkpointing``): less
+        memory for about one more forward pass of those parts.
     use_embedding_cache: reuse frozen image embeddings across epochs/stages (only without image
         augmentation; see sca.training.cache).
     torch_threads: CPU threads for this run (restored after); None leaves torch's setting. Tiny
@@ -60,6 +63,7 @@ class TrainConfig:
     save_every: int = 0
     keep_checkpoints: int = 2
     init_from: str | None = None
+    gradient_checkpointing: bool = False
     use_embedding_cache: bool = False
     torch_threads: int | None = None
     deterministic: bool = True

@@ -125,6 +125,8 @@ def run_training(*, model: dict[str, Any], data: dict[str, Any], train: dict[str
 
     set_seed(train_cfg.seed)
     captioner = SCAModel(model_cfg)
+    if train_cfg.gradient_checkpointing:
+        captioner.enable_gradient_checkpointing()
     captioner.train()
     seg = captioner.segmenter
     train_set, _ = build_datasets(data_cfg, image_size=seg.image_size, pixel_mean=seg.pixel_mean,

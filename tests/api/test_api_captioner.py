@@ -69,6 +69,9 @@ def test_results_do_not_depend_on_batching_or_encoding_reuse(captioner, photo_rg
     alone = [captioner.caption(photo_rgb, boxes=[b], **FAST)[0] for b in BOXES]
     assert [r.caption for r in together] == [r.caption for r in alone]
     assert all(np.array_equal(a.mask, b.mask) for a, b in zip(together, alone, strict=True))
+    small_lm_batch = captioner.caption(photo_rgb, boxes=BOXES, region_chunk_size=3, lm_batch_size=2, **FAST)
+    assert [r.caption for r in small_lm_batch] == [r.caption for r in alone]
+    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(small_lm_batch, alone, strict=True))
     # An EncodedImage is encoded once for any number of calls.
     enc = captioner.encode(photo_rgb)
     calls = []
@@ -132,6 +135,7 @@ def test_recognition_task_and_bad_settings(captioner, photo_rgb):
     ({"max_new_tokens": 0}, r"max_new_tokens must be a whole number >= 1 \(the paper's evaluation uses 20\), got 0"),
     ({"max_new_tokens": 2.0}, r"max_new_tokens must be a whole number >= 1 .*got 2.0 of type float"),
     ({"region_chunk_size": -1}, r"region_chunk_size must be a whole number >= 1 .*got -1"),
+    ({"lm_batch_size": 0}, r"lm_batch_size must be a whole number >= 1 \(regions through the LM's generate at a time\), got 0"),
     ({"num_return_sequences": 2}, r"num_return_sequences must be 1 \(one caption per region\), got 2"),
     ({"inputs_embeds": None}, r"generate options \['inputs_embeds'\] are set by SCAModel.generate itself"),
     ({"task": "nope"}, r"unknown task 'nope'; use one of \['recognition', 'caption'\] \(or their ids \[0, 1\]\)"),

@@ -106,6 +106,13 @@ def test_batched_generation_equals_one_region_at_a_time(model, pixels, num_beams
                                  num_beams=num_beams, max_new_tokens=6)
             singles.extend(one.token_ids)
     assert batched.token_ids == singles == chunked.token_ids
+    # The vision chunk and the LM batch are independent, and neither needs to divide the other.
+    for chunk, lm_batch in ((4, 5), (2, 3), (5, 2), (1, 6)):
+        split = model.generate(pixel_values=pixels, prompts=prompts, num_beams=num_beams, max_new_tokens=6,
+                               region_chunk_size=chunk, lm_batch_size=lm_batch)
+        assert split.token_ids == singles, (chunk, lm_batch)
+        torch.testing.assert_close(split.masks, batched.masks)
+        torch.testing.assert_close(split.iou_scores, batched.iou_scores)
     assert len(batched.captions) == 6 and all(isinstance(c, str) for c in batched.captions)
     assert batched.masks.shape == (6, 3, 32, 32)
 
@@ -179,3 +186,40 @@ def test_bad_inputs_name_the_value(model, pixels):
         model(pixel_values=pixels, prompts=Prompts(boxes=BOXES), captions=caps)
     with pytest.raises(ValueError, match="features hold 2 images but prompts are for 1"):
         model.segmenter.decode(model.encode_images(pixels), Prompts(boxes=BOXES[:1]))
+
+
+@pytest.mark.parametrize(("lm_name", "freeze_lm"), [("tiny-gpt2", True), ("tiny-gpt2", False), ("tiny-llama", True)])
+def test_gradient_checkpointing_recomputes_and_changes_nothing(lm_name, freeze_lm, pixels):
+    config = dataclasses.replace(TINY_CONFIG, language_model={"name": lm_name}, freeze_lm=freeze_lm)
+    torch.manual_seed(0)
+    plain = SCAModel(config)
+    checkpointed = SCAModel(config)
+    checkpointed.load_state_dict(plain.state_dict())
+    checkpointed.enable_gradient_checkpointing()
+    caps = encode_captions(plain.lm.tokenizer, CAPTIONS)
+    calls = {"mixer": 0, "lm": 0}
+    # Pre-hooks: a recomputation stops as soon as the saved tensors are back, before a block's end.
+    checkpointed.mixer.transformer.layers[0].register_forward_pre_hook(
+        lambda *_: calls.__setitem__("mixer", calls["mixer"] + 1))
+    # transformers checkpoints a layer's forward (its own hooks stay outside): watch its first norm.
+    lm_layer = (checkpointed.lm.model.transformer.h[0].ln_1 if lm_name == "tiny-gpt2"
+                else checkpointed.lm.model.model.layers[0].input_layernorm)
+    lm_layer.register_forward_pre_hook(lambda *_: calls.__setitem__("lm", calls["lm"] + 1))
+    results = []
+    for m in (plain, checkpointed):
+        m.train()  # dropout on: its random state must be replayed by the recomputation
+        torch.manual_seed(3)
+        out = m(pixel_values=pixels, prompts=Prompts(boxes=BOXES), captions=caps)
+        out.loss.backward()
+        results.append((out.loss.detach(), {n: p.grad for n, p in m.named_parameters() if p.grad is not None}))
+    assert calls == {"mixer": 2, "lm": 2}  # forward, then again in the backward pass
+    torch.testing.assert_close(results[1][0], results[0][0])
+    assert results[0][1].keys() == results[1][1].keys() and len(results[0][1]) > 10
+    assert any(n.startswith("lm.") for n in results[0][1]) == (not freeze_lm)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    # Inference is untouched: no recomputation without gradients.
+    calls.update(mixer=0, lm=0)
+    with torch.no_grad():
+        checkpointed(pixel_values=pixels, prompts=Prompts(boxes=BOXES), captions=caps)
+    assert calls == {"mixer": 1, "lm": 1}
