@@ -4,6 +4,8 @@ A checkpoint is a folder ``checkpoints/step-00001234/`` holding
 - ``trainable.safetensors``: the parameters that train (nothing frozen: that is rebuilt from config);
 - ``optimizer.pt``, ``scheduler.pt``: their state dicts (tensors and plain values only; read with
   ``torch.load(weights_only=True)``);
+- ``zero/rank-<r>.pt`` instead of ``optimizer.pt`` under DeepSpeed ZeRO: each process's optimizer
+  share (``sca.training.zero``), read the same way;
 - ``rng.pt``: RNG states of torch (CPU and CUDA), numpy and Python's ``random``, per process;
 - ``state.json``: step, data position (epoch, batches done in it), config, metrics so far.
 
@@ -72,10 +74,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(root: str | os.PathLike, *, trainable: dict[str, torch.Tensor], optimizer, scheduler,
                     state: TrainState, config: dict[str, Any], keep: int = 2, process_index: int = 0,
-                    rng_states: list[dict[str, Any]] | None = None) -> Path:
+                    rng_states: list[dict[str, Any]] | None = None, attach: dict[str, Path] | None = None) -> Path:
     """Write a checkpoint for ``state.step`` under ``root`` atomically; keep the newest ``keep``.
 
-    rng_states: one RNG state per process (gathered by the trainer); default: this process's."""
+    rng_states: one RNG state per process (gathered by the trainer); default: this process's.
+    optimizer: None when its state is attached instead (DeepSpeed ZeRO: ``attach={"zero": folder}``,
+    one file per process, ``sca.training.zero``); attached folders are moved into the checkpoint."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{state.step:08d}"
@@ -83,7 +87,10 @@ def save_checkpoint(root: str | os.PathLike, *, trainable: dict[str, torch.Tenso
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in trainable.items()}, str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        for name, folder in (attach or {}).items():
+            os.replace(folder, tmp / name)
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_states if rng_states is not None else [_rng_state()], tmp / "rng.pt")
         payload = {"step": state.step, "epoch": state.epoch, "batches_in_epoch": state.batches_in_epoch,
@@ -115,7 +122,7 @@ def _prune(root: Path, keep: int) -> None:
     steps = sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.startswith("."))
     for old in steps[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".step-*.tmp-*"):  # left by a killed run
+    for stale in [*root.glob(".step-*.tmp-*"), *root.glob(".zero-step-*")]:  # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
 
 

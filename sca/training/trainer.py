@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from sca.training.config import TrainConfig
 from sca.training.optim import build_optimizer, build_scheduler
 from sca.training.state import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from sca.training.zero import configure_deepspeed, is_deepspeed, read_partition, write_partition, zero_optimizer
 
 __all__ = ["LossParts", "StepBatchSampler", "Trainer", "TrainResult"]
 
@@ -199,9 +200,16 @@ class Trainer:
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg)
         state = TrainState()
+        deepspeed = is_deepspeed(acc)
+        if deepspeed:
+            configure_deepspeed(acc, cfg)
+        if found is not None and not deepspeed and (found / "zero").is_dir():
+            raise ValueError(f"checkpoint {str(found)!r} was written under DeepSpeed ZeRO; resume it with the same "
+                             f"accelerate config")
         if found is not None:
-            weights, state, _ = load_checkpoint(found, optimizer=optimizer, scheduler=scheduler,
-                                                process_index=acc.process_index)
+            # Under DeepSpeed the optimizer is ZeRO's, built by prepare: its share is read after it.
+            weights, state, _ = load_checkpoint(found, optimizer=None if deepspeed else optimizer,
+                                                scheduler=scheduler, process_index=acc.process_index)
             _load_trainable(model, weights, str(found))
             acc.print(f"resuming from {found} (step {state.step}, epoch {state.epoch})")
         else:
@@ -209,6 +217,12 @@ class Trainer:
             if cfg.init_from:
                 _init_from(model, cfg.init_from)
         model, optimizer = acc.prepare(model, optimizer)
+        if deepspeed and found is not None:
+            if (found / "zero").is_dir():
+                read_partition(found / "zero", acc.process_index, acc.num_processes, optimizer)
+            else:
+                raise ValueError(f"checkpoint {str(found)!r} holds no ZeRO partitions (zero/): it was not written "
+                                 f"under DeepSpeed; resume it with the launch that wrote it")
         live = self._live(resume=found is not None) if acc.is_main_process and self.use_live else None
         history: list[dict[str, float]] = []
         window: dict[str, float] = {}
@@ -293,12 +307,22 @@ class Trainer:
         acc = self.accelerator
         state.extra["fingerprint"] = self.fingerprint
         rng = self._gather_rng()
+        attach = {}
+        if zero_optimizer(optimizer) is not None:  # every process writes its ZeRO share, then main files it
+            staging = self.ckpt_dir / f".zero-step-{state.step:08d}"
+            if acc.is_main_process:
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True)
+            acc.wait_for_everyone()
+            write_partition(staging, acc.process_index, optimizer)
+            attach = {"zero": staging}
         acc.wait_for_everyone()
         if acc.is_main_process:
             unwrapped = acc.unwrap_model(model)
-            save_checkpoint(self.ckpt_dir, trainable=self._trainable(unwrapped), optimizer=optimizer,
-                            scheduler=scheduler, state=state, config=self.config.to_dict(),
-                            keep=self.config.keep_checkpoints, rng_states=rng)
+            save_checkpoint(self.ckpt_dir, trainable=self._trainable(unwrapped),
+                            optimizer=None if attach else optimizer, scheduler=scheduler, state=state,
+                            config=self.config.to_dict(), keep=self.config.keep_checkpoints, rng_states=rng,
+                            attach=attach)
         acc.wait_for_everyone()
 
     def _evaluate(self, model, step: int, live) -> dict[str, float] | None:
