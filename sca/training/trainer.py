@@ -34,7 +34,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from sca.training.config import TrainConfig
 from sca.training.optim import build_optimizer, build_scheduler
 from sca.training.state import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
-from sca.training.zero import configure_deepspeed, is_deepspeed, read_partition, write_partition, zero_optimizer
+from sca.training.zero import (configure_deepspeed, is_deepspeed, master_weights, read_partition, write_partition,
+                               zero_optimizer)
 
 __all__ = ["LossParts", "StepBatchSampler", "Trainer", "TrainResult"]
 
@@ -292,6 +293,13 @@ class Trainer:
         if bar is not None:
             bar.close()
         self._save(model, optimizer, scheduler, state)
+        if zero_optimizer(optimizer) is not None:
+            # DeepSpeed's bf16 / fp16 cast the whole model: it leaves as float32 with the fp32 masters.
+            master = master_weights(acc.unwrap_model(model), optimizer)
+            unwrapped = acc.unwrap_model(model)
+            if any(p.dtype != torch.float32 for p in unwrapped.parameters()):
+                unwrapped.float()
+                _load_trainable(unwrapped, master, "the ZeRO master weights")
         metrics = self._evaluate(model, state.step, live) if self.eval_fn is not None else {}
         acc.wait_for_everyone()
         if acc.is_main_process:
@@ -308,7 +316,9 @@ class Trainer:
         state.extra["fingerprint"] = self.fingerprint
         rng = self._gather_rng()
         attach = {}
+        trainable = None
         if zero_optimizer(optimizer) is not None:  # every process writes its ZeRO share, then main files it
+            trainable = master_weights(acc.unwrap_model(model), optimizer)
             staging = self.ckpt_dir / f".zero-step-{state.step:08d}"
             if acc.is_main_process:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -319,7 +329,7 @@ class Trainer:
         acc.wait_for_everyone()
         if acc.is_main_process:
             unwrapped = acc.unwrap_model(model)
-            save_checkpoint(self.ckpt_dir, trainable=self._trainable(unwrapped),
+            save_checkpoint(self.ckpt_dir, trainable=trainable if trainable is not None else self._trainable(unwrapped),
                             optimizer=None if attach else optimizer, scheduler=scheduler, state=state,
                             config=self.config.to_dict(), keep=self.config.keep_checkpoints, rng_states=rng,
                             attach=attach)

@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["configure_deepspeed", "is_deepspeed", "read_partition", "write_partition", "zero_optimizer"]
+__all__ = ["configure_deepspeed", "is_deepspeed", "master_weights", "read_partition", "write_partition",
+           "zero_optimizer"]
 
 
 def is_deepspeed(accelerator) -> bool:
@@ -66,6 +67,34 @@ def zero_optimizer(optimizer):
     """DeepSpeed's ZeRO optimizer inside accelerate's wrapper, or None (stage 0 / not DeepSpeed)."""
     inner = getattr(optimizer, "optimizer", optimizer)
     return inner if hasattr(inner, "single_partition_of_fp32_groups") else None
+
+
+def master_weights(model, optimizer) -> dict[str, torch.Tensor]:
+    """The fp32 master copy of every trainable parameter, by name, gathered from the ZeRO partitions
+    of all processes (a collective: every process calls it). Under DeepSpeed's bf16 / fp16 the model's
+    own parameters are 16-bit roundings of these; checkpoints and the final model keep these.
+
+    Layout (DeepSpeed's ZeRO-1/2 optimizer): each parameter group is one flat buffer, its parameters
+    at ``round_robin_bit16_offsets`` in ``round_robin_bit16_groups`` order, split into equal partitions,
+    process r holding partition r in fp32 (``single_partition_of_fp32_groups``)."""
+    from deepspeed import comm as dist
+
+    zero = zero_optimizer(optimizer)
+    names = {id(p): n for n, p in model.named_parameters()}
+    out: dict[str, torch.Tensor] = {}
+    for i, params in enumerate(zero.round_robin_bit16_groups):
+        part = zero.single_partition_of_fp32_groups[i].detach()
+        group = zero.real_dp_process_group[i]
+        world = dist.get_world_size(group=group)
+        if world > 1:
+            pieces = [torch.empty_like(part) for _ in range(world)]
+            dist.all_gather(pieces, part, group=group)
+            flat = torch.cat(pieces)
+        else:
+            flat = part
+        for param, offset in zip(params, zero.round_robin_bit16_offsets[i]):
+            out[names[id(param)]] = flat[offset : offset + param.numel()].view(param.shape).float().cpu().clone()
+    return out
 
 
 def _scaler_figures(zero) -> dict[str, float | int | bool]:
