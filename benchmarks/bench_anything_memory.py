@@ -42,30 +42,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from sca.app.heap import memory_mb, reset_peak_memory
+
 
 def _rss_mb() -> float:
     """Peak resident size of this process so far (MB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _status_mb(field: str) -> float | None:
-    """VmRSS (current) or VmHWM (peak since the last reset) from /proc/self/status, in MB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> bool:
-    """Reset VmHWM to the current size (Linux >= 4.0: write 5 to /proc/self/clear_refs)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
 
 
 def write_picture(path: Path, megapixels: float) -> tuple[int, int]:
@@ -111,8 +93,8 @@ def child(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     image = to_rgb(args.image)
     image_mb = _rss_mb()  # decoding's own peak
-    live_mb = _status_mb("VmRSS") or image_mb  # what stays: the model and the RGB array
-    reset = _reset_peak()
+    live_mb = memory_mb("VmRSS") or image_mb  # what stays: the model and the RGB array
+    reset = reset_peak_memory()
     options = {"pred_iou_thresh": -1.0, "stability_score_thresh": -1.0} if args.keep_all else {}
     import warnings
 
@@ -124,7 +106,7 @@ def child(args: argparse.Namespace) -> None:
     height, width = image.shape[:2]
     report = regions.report
     candidates = report.candidates
-    anything_peak = _status_mb("VmHWM") if reset else None
+    anything_peak = memory_mb("VmHWM") if reset else None
     print(json.dumps({"model_mb": model_mb, "image_mb": image_mb, "live_mb": live_mb, "peak_mb": _rss_mb(),
                       "anything_mb": (anything_peak if anything_peak is not None else _rss_mb()) - live_mb,
                       "seconds": seconds,

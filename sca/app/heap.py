@@ -9,7 +9,8 @@ resident size step after step although its live memory stays flat (glibc manual,
 Allocation Tunables": M_MMAP_THRESHOLD, M_TRIM_THRESHOLD; malloc_trim(3)).
 
 ``release_free_memory()`` calls ``malloc_trim(0)``, which releases the free memory of every arena,
-where the C library has it (glibc); elsewhere it does nothing.
+where the C library has it (glibc); elsewhere it does nothing. ``memory_mb`` and ``reset_peak_memory``
+read and reset the process's resident size and its peak (Linux), for the memory benchmarks.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+from pathlib import Path
 
-__all__ = ["release_free_memory"]
+__all__ = ["memory_mb", "release_free_memory", "reset_peak_memory"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -38,3 +40,25 @@ def release_free_memory() -> bool:
     """Return freed heap memory to the system; True when the C library could (glibc) and did."""
     fn = _malloc_trim()
     return bool(fn(0)) if fn is not None else False
+
+
+def memory_mb(field: str = "VmRSS") -> float | None:
+    """VmRSS (resident now) or VmHWM (peak since start or the last ``reset_peak_memory``) from
+    /proc/self/status, in MB; None where there is no /proc."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_memory() -> bool:
+    """Reset VmHWM to the current resident size (Linux >= 4.0: write 5 to /proc/self/clear_refs);
+    False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True

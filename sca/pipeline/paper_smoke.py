@@ -11,12 +11,17 @@ and RefCOCOg protocols -> tour -> results) in a temporary copy of the repository
     .venv/bin/python -m sca.pipeline.paper_smoke                       # ViT-H + GPT2-large (CPU: tens of minutes)
     .venv/bin/python -m sca.pipeline.paper_smoke --image-encoder sam-vit-b --lm gpt2 --keep runs/paper-smoke
 
-On a GPU machine the same command runs in minutes (``--mixed-precision fp16`` or ``bf16`` there).
+What the paper's runs use is exercised: bf16 (``--mixed-precision``), gradient checkpointing, weak
+pretraining under the DeepSpeed ZeRO-2 accelerate launch, the embedding cache at full size in
+fine-tuning (its bytes per image printed), and an exact resume of fine-tuning from a checkpoint.
+On a GPU machine the same command runs in minutes (``--mixed-precision fp16`` there, as the
+reference runs).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -33,6 +38,7 @@ from sca.pipeline.params import deep_update
 __all__ = ["copy_repository", "paper_smoke_params", "run_paper_smoke", "write_sources"]
 
 ROOT = Path(__file__).resolve().parents[2]
+DEEPSPEED_ZERO2 = "configs/accelerate/deepspeed_zero2.yaml"
 
 
 def write_sources(folder: str | os.PathLike) -> dict[str, Path]:
@@ -46,25 +52,42 @@ def write_sources(folder: str | os.PathLike) -> dict[str, Path]:
 
 
 def paper_smoke_params(paper: dict[str, Any], sources: dict[str, Path], *, image_encoder: str = "sam-vit-h",
-                       lm: str = "gpt2-large", steps: int = 2, mixed_precision: str = "auto") -> dict[str, Any]:
-    """``paper`` (configs/paper.yaml) with random weights, the fixture sources and a few steps."""
+                       lm: str = "gpt2-large", steps: int = 2, mixed_precision: str = "bf16",
+                       deepspeed: bool | None = None) -> dict[str, Any]:
+    """``paper`` (configs/paper.yaml) with random weights, the fixture sources and a few steps.
+
+    What the paper's runs use is kept: gradient checkpointing, and weak pretraining under the
+    accelerate launch with the DeepSpeed ZeRO-2 config file (one process: without GPUs accelerate
+    gives a DeepSpeed launch no process group; ``deepspeed`` None: when it is installed), with
+    ``mixed_precision`` (DeepSpeed's own bf16 / fp16). Fine-tuning runs in-process with autocast at
+    ``mixed_precision`` and, to exercise the embedding cache at full size, without augmentation
+    (the cache needs a run whose images are not jittered or flipped)."""
     datasets = []
     for item in paper["data"]["datasets"]:
         if item["name"] not in sources:
             raise ValueError(f"no fixture source for paper dataset {item['name']!r}; have {sorted(sources)}")
         datasets.append({**item, "from": str(sources[item["name"]])})
+    if deepspeed is None:
+        deepspeed = importlib.util.find_spec("deepspeed") is not None
     train = {"max_steps": steps, "images_per_step": 1, "regions_per_image": 4, "warmup_steps": 1, "log_every": 1,
              "save_every": 1, "num_workers": 0, "mixed_precision": mixed_precision}
+    pretrain_launch = {"num_processes": 1}
+    if deepspeed:
+        pretrain_launch["config_file"] = paper["pretrain"]["launch"].get("config_file", DEEPSPEED_ZERO2)
     changes = {
         "data": {"datasets": datasets},
         "model": {"image_encoder": {"name": image_encoder, "weights": None},
                   "language_model": {"name": lm, "weights": None}},
-        "pretrain": {"train": train, "launch": {"num_processes": 1}},
-        "finetune": {"train": {**train, "eval_every": 0}, "launch": {"num_processes": 1},
+        "pretrain": {"train": train, "launch": pretrain_launch},
+        "finetune": {"train": {**train, "eval_every": 0, "use_embedding_cache": True},
+                     "data": {"jitter": False, "hflip": 0.0}, "launch": {"num_processes": 1},
                      "eval": {"max_images": 1, "max_new_tokens": 4}},
         "evaluate": {"num_beams": 3, "max_new_tokens": 4, "figure_images": 1, "num_workers": 0},
     }
-    return deep_update(paper, changes)
+    params = deep_update(paper, changes)
+    params["finetune"]["launch"] = changes["finetune"]["launch"]  # replaced, not merged: no config_file
+    params["pretrain"]["launch"] = pretrain_launch
+    return params
 
 
 def copy_repository(dst: Path, root: Path = ROOT) -> None:
@@ -79,9 +102,11 @@ def copy_repository(dst: Path, root: Path = ROOT) -> None:
 
 
 def run_paper_smoke(workdir: str | os.PathLike, *, image_encoder: str = "sam-vit-h", lm: str = "gpt2-large",
-                    steps: int = 2, mixed_precision: str = "auto", threads: int | None = None) -> dict[str, Any]:
+                    steps: int = 2, mixed_precision: str = "bf16", deepspeed: bool | None = None,
+                    threads: int | None = None) -> dict[str, Any]:
     """Copy the repository into ``workdir/repo``, write the sources into ``workdir/sources``, write the
-    smoke's params.yaml and run ``dvc repro`` there. Returns {"seconds", "repo", "stdout"}; raises
+    smoke's params.yaml and run ``dvc repro`` there; then resume the fine-tuning from its next-to-last
+    checkpoint (``check_resume``). Returns {"seconds", "repo", "stdout", "resume", "cache"}; raises
     RuntimeError with the output's tail when a stage fails."""
     workdir = Path(workdir)
     repo = workdir / "repo"
@@ -90,7 +115,7 @@ def run_paper_smoke(workdir: str | os.PathLike, *, image_encoder: str = "sam-vit
     sources = write_sources(workdir / "sources")
     paper = yaml.safe_load((ROOT / "configs" / "paper.yaml").read_text())
     params = paper_smoke_params(paper, sources, image_encoder=image_encoder, lm=lm, steps=steps,
-                                mixed_precision=mixed_precision)
+                                mixed_precision=mixed_precision, deepspeed=deepspeed)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
@@ -105,7 +130,44 @@ def run_paper_smoke(workdir: str | os.PathLike, *, image_encoder: str = "sam-vit
     seconds = time.perf_counter() - t0
     if out.returncode != 0:
         raise RuntimeError(f"paper smoke: dvc repro failed after {seconds:.0f} s:\n{(out.stdout + out.stderr)[-6000:]}")
-    return {"seconds": seconds, "repo": repo, "stdout": out.stdout}
+    return {"seconds": seconds, "repo": repo, "stdout": out.stdout, "params": params,
+            "resume": check_resume(repo, workdir / "resumed", env=env), "cache": cache_cost(repo / "runs" / "finetune")}
+
+
+def check_resume(repo: Path, copy: Path, *, env: dict[str, str], stage: str = "finetune") -> dict[str, Any]:
+    """Cut a finished training stage back to its next-to-last checkpoint (in a copy) and run it again
+    with ``sca train``: it must resume there and end at the same weights. Returns the step it resumed
+    from, the largest weight difference and the seconds the resumed run took."""
+    from safetensors.torch import load_file
+
+    run = repo / "runs" / stage
+    shutil.copytree(run, copy)
+    steps = sorted(p.name for p in (copy / "checkpoints").glob("step-*"))
+    if len(steps) < 2:
+        raise RuntimeError(f"paper smoke: {stage} kept {len(steps)} checkpoint(s); resume needs two (save_every 1)")
+    shutil.rmtree(copy / "checkpoints" / steps[-1])
+    shutil.rmtree(copy / "model")
+    (copy / "checkpoints" / "latest").write_text(steps[-2] + "\n")
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "sca.cli", "train", "--config", str(run / "config.yaml"),
+                          "--output", str(copy)], cwd=repo, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise RuntimeError(f"paper smoke: resuming {stage} failed:\n{(out.stdout + out.stderr)[-4000:]}")
+    if "resuming from" not in out.stdout + out.stderr:
+        raise RuntimeError(f"paper smoke: {stage} did not resume from {steps[-2]}:\n{(out.stdout + out.stderr)[-2000:]}")
+    first, again = load_file(str(run / "model" / "model.safetensors")), load_file(str(copy / "model" / "model.safetensors"))
+    if set(first) != set(again):
+        raise RuntimeError(f"paper smoke: the resumed {stage} saved other tensors ({sorted(set(first) ^ set(again))[:5]})")
+    diff = max(float((first[k].float() - again[k].float()).abs().max()) for k in first)
+    return {"resumed_from": steps[-2], "max_abs_diff": diff, "seconds": seconds}
+
+
+def cache_cost(run: Path) -> dict[str, Any]:
+    """The embedding cache a training stage wrote: entries and bytes per image."""
+    files = list((run / "embedding-cache").rglob("*.safetensors"))
+    size = sum(f.stat().st_size for f in files)
+    return {"images": len(files), "bytes_per_image": size / len(files) if files else 0.0}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,20 +175,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--image-encoder", default="sam-vit-h")
     ap.add_argument("--lm", default="gpt2-large")
     ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "fp16", "bf16"])
+    ap.add_argument("--mixed-precision", default="bf16", choices=["no", "fp16", "bf16"],
+                    help="both training stages (fp16 needs a GPU: neither DeepSpeed nor accelerate run it on a CPU)")
+    ap.add_argument("--no-deepspeed", dest="deepspeed", action="store_false", default=None,
+                    help="weak pretraining in-process instead of under the DeepSpeed ZeRO-2 launch")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--keep", default=None, help="work in this (new) folder and keep it (default: a temporary one)")
     args = ap.parse_args(argv)
     options = dict(image_encoder=args.image_encoder, lm=args.lm, steps=args.steps,
-                   mixed_precision=args.mixed_precision, threads=args.threads)
+                   mixed_precision=args.mixed_precision, deepspeed=args.deepspeed, threads=args.threads)
     if args.keep:
         result = run_paper_smoke(args.keep, **options)
     else:
         with tempfile.TemporaryDirectory(prefix="sca-paper-smoke-") as tmp:
             result = run_paper_smoke(tmp, **options)
     stages = [line.split("'")[1] for line in result["stdout"].splitlines() if line.startswith("Running stage")]
-    print(f"paper smoke ({args.image_encoder} + {args.lm}, random weights): dvc repro ran {', '.join(stages)} "
-          f"in {result['seconds']:.0f} s")
+    launch = result["params"]["pretrain"]["launch"].get("config_file") or "in-process"
+    print(f"paper smoke ({args.image_encoder} + {args.lm}, random weights, {args.mixed_precision}, pretraining "
+          f"launch: {launch}): dvc repro ran {', '.join(stages)} in {result['seconds']:.0f} s")
+    r, c = result["resume"], result["cache"]
+    print(f"fine-tuning resumed from {r['resumed_from']} in {r['seconds']:.0f} s: largest weight difference "
+          f"{r['max_abs_diff']:.3g}; embedding cache {c['bytes_per_image'] / 2**20:.2f} MiB per image ({c['images']} images)")
 
 
 if __name__ == "__main__":

@@ -167,8 +167,9 @@ def subsample_records(records_path: str, fraction: float, seed: int, out_path: P
 def train_captioner(p: dict[str, Any]) -> dict[str, Any]:
     """One training stage (pretrain or finetune): section keys ``model``, ``data``, ``train``,
     optional ``model_overrides`` (merged into ``model`` for this stage), ``eval``, ``init_from``,
-    ``caption_fraction``, ``launch`` ({num_processes, ...}:
-    more than one process runs ``accelerate launch``)."""
+    ``caption_fraction``, ``launch`` ({num_processes, config_file, ...}: more than one process or
+    an accelerate config file (DeepSpeed ZeRO-2: configs/accelerate/deepspeed_zero2.yaml) runs
+    ``accelerate launch``)."""
     out = Path(p["out"])
     if not p.get("enabled", True):
         return _skipped(out, "stage disabled (e.g. the no-pretraining ablation)")
@@ -192,7 +193,7 @@ def train_captioner(p: dict[str, Any]) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     launch = p.get("launch") or {}
-    if int(launch.get("num_processes", 1)) > 1 or int(launch.get("num_machines", 1)) > 1:
+    if int(launch.get("num_processes", 1)) > 1 or int(launch.get("num_machines", 1)) > 1 or launch.get("config_file"):
         _accelerate_launch(out / "config.yaml", out, launch)
         summary = json.loads((out / "live" / "metrics.json").read_text()) if (out / "live" / "metrics.json").is_file() else {}
     else:

@@ -24,6 +24,13 @@ def test_smoke_params_change_only_weights_sources_and_sizes(tmp_path):
     assert [d["name"] for d in params["data"]["datasets"]] == [d["name"] for d in paper["data"]["datasets"]]
     assert all(d["from"] == str(sources[d["name"]]) for d in params["data"]["datasets"])
     assert params["evaluate"]["sets"] == paper["evaluate"]["sets"]
+    assert params["pretrain"]["launch"] == {"num_processes": 1, "config_file": "configs/accelerate/deepspeed_zero2.yaml"}
+    assert params["finetune"]["launch"] == {"num_processes": 1}
+    assert params["pretrain"]["train"]["gradient_checkpointing"] is params["finetune"]["train"]["gradient_checkpointing"] is True
+    assert params["pretrain"]["train"]["mixed_precision"] == params["finetune"]["train"]["mixed_precision"] == "bf16"
+    assert params["finetune"]["train"]["use_embedding_cache"] and not params["finetune"]["data"]["jitter"]
+    assert params["pretrain"]["data"]["jitter"]  # weak pretraining keeps the paper's augmentation
+    assert "config_file" not in paper_smoke_params(paper, sources, deepspeed=False)["pretrain"]["launch"]
     with pytest.raises(ValueError, match="no fixture source for paper dataset 'vg'"):
         paper_smoke_params(paper, {k: v for k, v in sources.items() if k != "vg"})
 
@@ -50,3 +57,10 @@ def test_every_stage_runs_at_paper_shapes(smoke):
     assert all(m["num_regions"] > 0 and "CIDEr-D" in m["model"] for m in metrics.values())
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["pretrain"]["train"]["max_steps"] == 2
+    if "config_file" in params["pretrain"]["launch"]:  # DeepSpeed ZeRO-2: optimizer shares in the checkpoints
+        assert (repo / "runs" / "pretrain" / "checkpoints" / "step-00000001" / "zero" / "rank-0.pt").is_file()
+    # The fine-tuning resumed from step 1 ends at the same weights.
+    assert smoke["resume"]["resumed_from"] == "step-00000001" and smoke["resume"]["max_abs_diff"] == 0.0
+    # ViT-H's image embedding, [256, 64, 64] float32, is 4 MiB an image in the cache (a few bytes of header).
+    assert smoke["cache"]["images"] >= 1
+    assert 4 * 2**20 <= smoke["cache"]["bytes_per_image"] < 4 * 2**20 + 4096
