@@ -16,9 +16,7 @@
    attention; element-wise work is not counted, so a part dominated by it shows a low share).
    Time: min and median of --repeat runs after one warm-up (one run when a part takes > 30 s).
    bfloat16 / float16 rows build the model in that dtype (``SCAConfig.dtype``, what
-   ``Captioner(dtype=...)`` and ``from_pretrained(dtype=...)`` do); the loss stays float32. (CPU
-   autocast cannot run transformers' SAM: its relative-position einsum is not autocast, and mixes
-   bfloat16 queries with float32 tables.)
+   ``Captioner(dtype=...)`` and ``from_pretrained(dtype=...)`` do); the loss stays float32.
 3. Projection: wall time of VG-full evaluation (5,000 DenseCap test images, ~230K regions, beam 3,
    paper.md §4-5) and of 100K training steps of 1 image x 16 regions (paper.md §3), from the
    measured per-image and per-region times at the printed shape, on this machine; and the FLOPs

@@ -20,7 +20,7 @@ from sca.models import hub
 from sca.models.config import SCAConfig, dtype_name
 from sca.models.lms import LanguageModel
 from sca.models.mixer import TextFeatureMixer, init_new_module
-from sca.models.segmenters.base import DECODER_LAYER_NORM_EPS_OPTION, Prompts, Segmenter, SegmenterOutput
+from sca.models.segmenters.base import DECODER_LAYER_NORM_EPS_OPTION, Prompts, Segmenter, SegmenterOutput, take_rows
 from sca.models.text import IGNORE_INDEX, CaptionBatch
 
 __all__ = ["LM_BATCH_SIZE", "CaptionResult", "SCAModel", "SCAOutput", "check_generation_options", "flatten_regions"]
@@ -219,7 +219,7 @@ class SCAModel(nn.Module):
 
     def segment_regions(self, features: dict[str, Tensor], prompts: Prompts, image_index: Tensor) -> SegmenterOutput:
         """SAM's decoder for flat regions [N, 1, ...]: every region with its own image's features."""
-        region_features = {k: v[image_index] for k, v in features.items()}
+        region_features = {k: take_rows(v, image_index) for k, v in features.items()}
         with torch.set_grad_enabled(self._segmenter_trains and torch.is_grad_enabled()):
             return self.segmenter.decode(region_features, prompts.to(dtype=self.segmenter.dtype),
                                          multimask_output=self.config.multimask_output)

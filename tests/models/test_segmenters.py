@@ -336,3 +336,19 @@ def test_new_encoders_drive_the_captioner_and_only_their_neck_trains(name):
     if trainable:  # backbone + neck: the neck learns, and is saved with the captioner's trainable weights
         assert segmenter_grads
         assert any(k.startswith("segmenter.sam.vision_encoder.neck.") for k in model.trainable_state_dict())
+
+
+def test_take_rows_gives_views_where_the_rows_are_one_image_and_copies_otherwise():
+    from sca.models.segmenters.base import take_rows
+
+    one = torch.randn(1, 4, 3, 3)
+    index = torch.zeros(5, dtype=torch.long)
+    view = take_rows(one, index)
+    assert view.shape == (5, 4, 3, 3) and view.data_ptr() == one.data_ptr() and view.stride(0) == 0
+    again = take_rows(view, torch.tensor([4, 0, 2]))  # rows of an expanded tensor are all the same
+    assert again.shape == (3, 4, 3, 3) and again.data_ptr() == one.data_ptr()
+    two = torch.randn(2, 4, 3, 3)
+    assert take_rows(two, torch.arange(2)) is two
+    picked = take_rows(two, torch.tensor([1, 1, 0]))
+    assert torch.equal(picked, two[torch.tensor([1, 1, 0])]) and picked.data_ptr() != two.data_ptr()
+    assert take_rows(two, torch.tensor([], dtype=torch.long)).shape == (0, 4, 3, 3)

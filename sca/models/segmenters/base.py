@@ -37,7 +37,21 @@ __all__ = [
     "check_segmenter",
     "recorded_decoder_eps",
     "set_original_decoder_eps",
+    "take_rows",
 ]
+
+
+def take_rows(t: Tensor, index: Tensor) -> Tensor:
+    """``t[index]`` along dim 0 without a copy where none is needed: a tensor of one image (or one
+    already expanded, stride 0) becomes an expanded view, and ``index`` = 0..n-1 gives ``t`` itself.
+    Each region reads its image's features; a copy would cost C x h x w floats a region (4 MiB at
+    SAM's 256 x 64 x 64) for the same values."""
+    n = index.numel()
+    if t.shape[0] == 1 or (t.shape[0] > 0 and t.stride(0) == 0):
+        return t[:1].expand(n, *t.shape[1:])
+    if n == t.shape[0] and torch.equal(index, torch.arange(n, device=index.device)):
+        return t
+    return t[index]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -257,7 +271,7 @@ class SamSegmenter(Segmenter):
         parts = []
         for rows, group in split_by_signature(flat):
             index = image_of[rows.to(image_of.device)]
-            parts.append((rows, self._decode_group({k: v[index] for k, v in features.items()}, group,
+            parts.append((rows, self._decode_group({k: take_rows(v, index) for k, v in features.items()}, group,
                                                    multimask_output)))
         return merge_outputs(parts, batch * regions).reshape(batch, regions)
 
