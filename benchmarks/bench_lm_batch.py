@@ -81,7 +81,7 @@ def main() -> None:
                     times.append((time.perf_counter() - t0) / args.regions)
                 if base_time is None:
                     base_time, base_ids = min(times), ids
-                same = sum(a == b for a, b in zip(ids, base_ids))
+                same = sum(a == b for a, b in zip(ids, base_ids, strict=True))
                 print(f"{beams:>5} {lm_batch:>8} {1e3 * min(times):>14.1f} {1e3 * statistics.median(times):>14.1f} "
                       f"{base_time / min(times):>8.2f}x {same:>5}/{len(ids)}")
 

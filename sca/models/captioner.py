@@ -20,7 +20,13 @@ from sca.models import hub
 from sca.models.config import SCAConfig, dtype_name
 from sca.models.lms import LanguageModel
 from sca.models.mixer import TextFeatureMixer, init_new_module
-from sca.models.segmenters.base import DECODER_LAYER_NORM_EPS_OPTION, Prompts, Segmenter, SegmenterOutput, take_rows
+from sca.models.segmenters.base import (
+    DECODER_LAYER_NORM_EPS_OPTION,
+    Prompts,
+    Segmenter,
+    SegmenterOutput,
+    take_rows,
+)
 from sca.models.text import IGNORE_INDEX, CaptionBatch
 
 __all__ = ["LM_BATCH_SIZE", "CaptionResult", "SCAModel", "SCAOutput", "check_generation_options", "flatten_regions"]

@@ -34,8 +34,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from sca.training.config import TrainConfig
 from sca.training.optim import build_optimizer, build_scheduler
 from sca.training.state import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
-from sca.training.zero import (configure_deepspeed, is_deepspeed, master_weights, read_partition, write_partition,
-                               zero_optimizer)
+from sca.training.zero import (
+    configure_deepspeed,
+    is_deepspeed,
+    master_weights,
+    read_partition,
+    write_partition,
+    zero_optimizer,
+)
 
 __all__ = ["LossParts", "StepBatchSampler", "Trainer", "TrainResult"]
 
@@ -293,13 +299,12 @@ class Trainer:
         if bar is not None:
             bar.close()
         self._save(model, optimizer, scheduler, state)
-        if zero_optimizer(optimizer) is not None:
+        unwrapped = acc.unwrap_model(model)
+        if zero_optimizer(optimizer) is not None and any(p.dtype != torch.float32 for p in unwrapped.parameters()):
             # DeepSpeed's bf16 / fp16 cast the whole model: it leaves as float32 with the fp32 masters.
-            master = master_weights(acc.unwrap_model(model), optimizer)
-            unwrapped = acc.unwrap_model(model)
-            if any(p.dtype != torch.float32 for p in unwrapped.parameters()):
-                unwrapped.float()
-                _load_trainable(unwrapped, master, "the ZeRO master weights")
+            master = master_weights(unwrapped, optimizer)  # a collective: every process is here
+            unwrapped.float()
+            _load_trainable(unwrapped, master, "the ZeRO master weights")
         metrics = self._evaluate(model, state.step, live) if self.eval_fn is not None else {}
         acc.wait_for_everyone()
         if acc.is_main_process:

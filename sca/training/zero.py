@@ -92,7 +92,7 @@ def master_weights(model, optimizer) -> dict[str, torch.Tensor]:
             flat = torch.cat(pieces)
         else:
             flat = part
-        for param, offset in zip(params, zero.round_robin_bit16_offsets[i]):
+        for param, offset in zip(params, zero.round_robin_bit16_offsets[i], strict=True):
             out[names[id(param)]] = flat[offset : offset + param.numel()].view(param.shape).float().cpu().clone()
     return out
 
@@ -136,12 +136,12 @@ def read_partition(folder: str | os.PathLike, rank: int, world: int, optimizer) 
                          f"this run has {world}: resume with the same number of processes")
     payload = torch.load(folder / f"rank-{rank}.pt", map_location="cpu", weights_only=True)
     groups = zero.single_partition_of_fp32_groups
-    if len(payload["fp32"]) != len(groups) or any(a.shape != b.shape for a, b in zip(payload["fp32"], groups)):
+    if len(payload["fp32"]) != len(groups) or any(a.shape != b.shape for a, b in zip(payload["fp32"], groups, strict=False)):
         raise ValueError(f"ZeRO partition {str(folder / f'rank-{rank}.pt')!r} does not fit this model's partitions "
                          f"({[tuple(t.shape) for t in payload['fp32']]} vs {[tuple(t.shape) for t in groups]})")
     zero.optimizer.load_state_dict(payload["base"])
     with torch.no_grad():
-        for target, value in zip(groups, payload["fp32"]):
+        for target, value in zip(groups, payload["fp32"], strict=True):
             target.copy_(value.to(target.device, target.dtype))
     scaler = getattr(zero, "loss_scaler", None)
     for key, value in payload["loss_scaler"].items():
