@@ -130,6 +130,13 @@ class Trainer:
         precision = config.mixed_precision
         if precision == "auto":
             precision = "fp16" if torch.cuda.is_available() else "no"
+        if accelerator is None and precision == "fp16":
+            from accelerate import PartialState
+
+            if PartialState().device.type == "cpu":
+                # accelerate takes fp16 on a CPU but runs it without autocast (float32): say so instead.
+                raise ValueError("mixed_precision 'fp16' needs a GPU (on a CPU accelerate would train in float32 "
+                                 "without autocast); use 'bf16' or 'no' here")
         self.accelerator = accelerator or Accelerator(mixed_precision=precision,
                                                       gradient_accumulation_steps=config.gradient_accumulation)
         self.model = model

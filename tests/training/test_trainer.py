@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import os
 import shutil
 import signal
@@ -271,3 +272,34 @@ def test_deepspeed_zero2_matches_plain_training_and_resumes_exactly(synthetic_ro
     plain = subprocess.run([sys.executable, "-m", "sca.cli", "train", "--config", str(config), "--output",
                             str(tmp_path / "cut")], env=env, capture_output=True, text=True)
     assert plain.returncode != 0 and "was written under DeepSpeed ZeRO" in plain.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 runs on a GPU")
+def test_fp16_on_a_cpu_is_refused_not_run_in_float32(synthetic_root, tiny_run_config, tmp_path,
+                                                      fresh_accelerate_state):
+    cfg = tiny_run_config(synthetic_root, max_steps=1, mixed_precision="fp16")
+    with pytest.raises(ValueError, match="mixed_precision 'fp16' needs a GPU .*use 'bf16' or 'no'"):
+        run_training(**cfg, output_dir=tmp_path / "run", progress=False)
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one mixed-precision setting per process: start and leave with none."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_bf16_autocast_trains_on_a_cpu(synthetic_root, tiny_run_config, tmp_path, fresh_accelerate_state):
+    from accelerate.state import AcceleratorState
+
+    plain = run_training(**tiny_run_config(synthetic_root, max_steps=2, save_every=0), output_dir=tmp_path / "plain",
+                         progress=False)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    cfg = tiny_run_config(synthetic_root, max_steps=2, save_every=0, mixed_precision="bf16")
+    result = run_training(**cfg, output_dir=tmp_path / "run", progress=False)
+    assert result.steps == 2 and math.isfinite(result.final_loss)
+    assert result.final_loss != plain.final_loss  # autocast ran: bf16 matmuls round differently
+    assert all(v.dtype == torch.float32 for v in _final_weights(tmp_path / "run").values())
