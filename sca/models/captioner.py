@@ -32,8 +32,9 @@ from sca.models.text import IGNORE_INDEX, CaptionBatch
 __all__ = ["LM_BATCH_SIZE", "CaptionResult", "SCAModel", "SCAOutput", "check_generation_options", "flatten_regions"]
 
 
-# Regions per LM ``generate`` call. GPT-2 beam 3 on a CPU: 147 / 71 ms per region at 16 / 64 regions
-# a batch (bench_generate.py --lm-batch); the KV cache of 64 x 3 beams of GPT2-large is ~2.4 GB fp32.
+# Regions per LM ``generate`` call, apart from the vision chunk: ViT-B + GPT-2 greedy captioning is
+# 1.18x faster at 64 than at the chunk's 32 (benchmarks/bench_lm_batch.py, 2 CPU cores). Its KV cache
+# grows with it: 64 regions x 3 beams x 36 layers x 2 x 34 positions x 1280 floats of GPT2-large ~ 2.4 GB.
 LM_BATCH_SIZE = 64
 
 
