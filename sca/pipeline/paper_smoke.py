@@ -78,15 +78,14 @@ def paper_smoke_params(paper: dict[str, Any], sources: dict[str, Path], *, image
         "data": {"datasets": datasets},
         "model": {"image_encoder": {"name": image_encoder, "weights": None},
                   "language_model": {"name": lm, "weights": None}},
-        "pretrain": {"train": train, "launch": pretrain_launch},
+        "pretrain": {"train": train},
         "finetune": {"train": {**train, "eval_every": 0, "use_embedding_cache": True},
-                     "data": {"jitter": False, "hflip": 0.0}, "launch": {"num_processes": 1},
-                     "eval": {"max_images": 1, "max_new_tokens": 4}},
+                     "data": {"jitter": False, "hflip": 0.0}, "eval": {"max_images": 1, "max_new_tokens": 4}},
         "evaluate": {"num_beams": 3, "max_new_tokens": 4, "figure_images": 1, "num_workers": 0},
     }
     params = deep_update(paper, changes)
-    params["finetune"]["launch"] = changes["finetune"]["launch"]  # replaced, not merged: no config_file
-    params["pretrain"]["launch"] = pretrain_launch
+    # Launches are replaced, not merged (fine-tuning keeps no config_file).
+    params["pretrain"]["launch"], params["finetune"]["launch"] = pretrain_launch, {"num_processes": 1}
     return params
 
 
