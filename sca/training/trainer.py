@@ -305,11 +305,10 @@ class Trainer:
                 state.batches_in_epoch = 0
         if bar is not None:
             bar.close()
-        self._save(model, optimizer, scheduler, state)
+        master = self._save(model, optimizer, scheduler, state)
         unwrapped = acc.unwrap_model(model)
-        if zero_optimizer(optimizer) is not None and any(p.dtype != torch.float32 for p in unwrapped.parameters()):
+        if master is not None and any(p.dtype != torch.float32 for p in unwrapped.parameters()):
             # DeepSpeed's bf16 / fp16 cast the whole model: it leaves as float32 with the fp32 masters.
-            master = master_weights(unwrapped, optimizer)  # a collective: every process is here
             unwrapped.float()
             _load_trainable(unwrapped, master, "the ZeRO master weights")
         metrics = self._evaluate(model, state.step, live) if self.eval_fn is not None else {}
@@ -323,7 +322,8 @@ class Trainer:
         return TrainResult(steps=state.step, final_loss=last_loss, history=history, output_dir=self.output_dir,
                            metrics=metrics or {}, data_report=self.data_report)
 
-    def _save(self, model, optimizer, scheduler, state: TrainState) -> None:
+    def _save(self, model, optimizer, scheduler, state: TrainState) -> dict[str, torch.Tensor] | None:
+        """Write a checkpoint; returns the fp32 master weights it gathered under DeepSpeed ZeRO (else None)."""
         acc = self.accelerator
         state.extra["fingerprint"] = self.fingerprint
         rng = self._gather_rng()
@@ -346,6 +346,7 @@ class Trainer:
                             config=self.config.to_dict(), keep=self.config.keep_checkpoints, rng_states=rng,
                             attach=attach)
         acc.wait_for_everyone()
+        return trainable
 
     def _evaluate(self, model, step: int, live) -> dict[str, float] | None:
         acc = self.accelerator
