@@ -284,19 +284,29 @@ class SCAModel(nn.Module):
         task_ids: Tensor | int | None = None,
         captions: CaptionBatch | None = None,
         return_logits: bool = False,
+        segments: SegmenterOutput | None = None,
     ) -> SCAOutput:
         """Masks and IoU scores for every region and, given captions, the caption loss (paper.md §2).
 
         prompts: [B, R, ...], or flat [N, 1, ...] with image_index [N].
         captions: CaptionBatch with N rows (sca.models.text.encode_captions), aligned with regions.
+        segments: the frozen segmenter's outputs for these regions, [N, 1, ...], already computed
+            (``sca.training.segment_cache``): SAM is skipped; masks may be None.
         """
-        if features is None:
-            if pixel_values is None:
-                raise ValueError("give pixel_values or precomputed features")
-            features = self.encode_images(pixel_values)
         prompts, image_index = flatten_regions(prompts.to(self.device), image_index)
         image_index = image_index.to(self.device)
-        seg = self.segment_regions(features, prompts, image_index)
+        if segments is not None:
+            if segments.tokens.shape[0] != image_index.shape[0]:
+                raise ValueError(f"segments hold {segments.tokens.shape[0]} regions for {image_index.shape[0]} prompts")
+            seg = SegmenterOutput(*(None if t is None else t.to(self.device) for t in
+                                    (segments.masks, segments.iou_scores, segments.tokens, segments.image_tokens,
+                                     segments.token_mask)))
+        else:
+            if features is None:
+                if pixel_values is None:
+                    raise ValueError("give pixel_values, precomputed features or segments")
+                features = self.encode_images(pixel_values)
+            seg = self.segment_regions(features, prompts, image_index)
         n = image_index.shape[0]
         loss = logits = loss_sum = None
         num_tokens = 0
@@ -306,7 +316,8 @@ class SCAModel(nn.Module):
             prefix = self.visual_prefix(seg, self._task_ids(task_ids, n))
             loss_sum, num_tokens, logits = self._caption_loss(prefix, captions.to(self.device), return_logits)
             loss = loss_sum / max(num_tokens, 1)
-        return SCAOutput(loss=loss, logits=logits, masks=seg.masks[:, 0], iou_scores=seg.iou_scores[:, 0],
+        return SCAOutput(loss=loss, logits=logits, masks=None if seg.masks is None else seg.masks[:, 0],
+                         iou_scores=seg.iou_scores[:, 0],
                          loss_sum=loss_sum, num_tokens=num_tokens)
 
     def _caption_loss(self, prefix: Tensor, captions: CaptionBatch, return_logits: bool,

@@ -36,6 +36,10 @@ class TrainConfig:
         memory for about one more forward pass of those parts.
     use_embedding_cache: reuse frozen image embeddings across epochs/stages (only without image
         augmentation; see sca.training.cache).
+    cache_segments: keep the frozen segmenter's outputs per region view in memory
+        (``sca.training.segment_cache``; needs ``jitter: false``, flips are fine): after the first
+        epoch a step runs only the mixer and the LM. Same results as without it.
+    segment_cache_mb: the segment cache's bound (MiB); regions beyond it are recomputed each time.
     torch_threads: CPU threads for this run (restored after); None leaves torch's setting. Tiny
         models on a 2-core machine run faster on 1 thread with a data worker on the other core.
     deterministic: run ``fit`` under ``torch.use_deterministic_algorithms(True, warn_only=True)``
@@ -65,6 +69,8 @@ class TrainConfig:
     init_from: str | None = None
     gradient_checkpointing: bool = False
     use_embedding_cache: bool = False
+    cache_segments: bool = False
+    segment_cache_mb: float = 2048.0
     torch_threads: int | None = None
     deterministic: bool = True
 
@@ -86,6 +92,10 @@ class TrainConfig:
                 f"images_per_step {self.images_per_step} is not divisible by gradient_accumulation "
                 f"{self.gradient_accumulation}"
             )
+        if self.use_embedding_cache and self.cache_segments:
+            raise ValueError("TrainConfig: use_embedding_cache and cache_segments are alternatives; set one")
+        if not self.segment_cache_mb > 0:
+            raise ValueError(f"TrainConfig.segment_cache_mb must be > 0, got {self.segment_cache_mb!r}")
         self.betas = tuple(self.betas)
 
     def to_dict(self) -> dict[str, Any]:

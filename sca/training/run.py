@@ -141,6 +141,16 @@ def run_training(*, model: dict[str, Any], data: dict[str, Any], train: dict[str
         cache = EmbeddingCache(cache_dir or Path(output_dir) / "embedding-cache", seg, model_cfg.image_encoder,
                                context)
         loss = CaptionLoss(cache, cache_keys=lambda batch: [str(i) for i in batch.image_ids])
+    if train_cfg.cache_segments:
+        from sca.training.segment_cache import SegmentCache
+
+        if data_cfg.jitter:
+            raise ValueError("cache_segments needs data.jitter: false (every scale-jittered view is new); "
+                             "flips are fine (two views per image)")
+        if seg.trainable_module_names():
+            raise ValueError(f"cache_segments needs a frozen segmenter; {model_cfg.image_encoder['name']!r} "
+                             f"trains {seg.trainable_module_names()}")
+        loss = CaptionLoss(segment_cache=SegmentCache(train_cfg.segment_cache_mb))
     if eval is not None and eval_fn is None:
         eval_fn = periodic_eval(data_cfg, output_dir, **eval)
     collator = RegionCollator(captioner.lm.require_tokenizer(), max_tokens=model_cfg.max_caption_tokens)

@@ -1,7 +1,8 @@
 """The captioning task for the Trainer: RegionBatch -> SCAModel inputs -> caption loss.
 
 Regions arrive padded per image (``region_mask``); the model takes them flat with ``image_index``.
-With an ``EmbeddingCache`` the frozen image encoder runs once per image over the whole run.
+With an ``EmbeddingCache`` the frozen image encoder runs once per image over the whole run; with a
+``SegmentCache`` the frozen encoder and mask decoder run once per region view.
 """
 
 from __future__ import annotations
@@ -41,17 +42,21 @@ def region_inputs(batch, device: torch.device | str | None = None) -> dict[str, 
 
 
 class CaptionLoss:
-    """``(model, batch) -> LossParts`` for SCAModel; optional embedding cache.
+    """``(model, batch) -> LossParts`` for SCAModel; optional embedding or segment cache.
 
     cache: an ``EmbeddingCache`` (only valid when images are not augmented).
     cache_keys: ``batch -> list[str]`` naming each image of the batch for the cache.
+    segment_cache: a ``SegmentCache`` (frozen segmenter, no scale jitter).
     """
 
-    def __init__(self, cache=None, cache_keys=None):
+    def __init__(self, cache=None, cache_keys=None, segment_cache=None):
         if (cache is None) != (cache_keys is None):
             raise ValueError("give both cache and cache_keys, or neither")
+        if cache is not None and segment_cache is not None:
+            raise ValueError("give an embedding cache or a segment cache, not both")
         self.cache = cache
         self.cache_keys = cache_keys
+        self.segment_cache = segment_cache
 
     def __call__(self, model, batch) -> LossParts:
         core = getattr(model, "module", model)  # DDP wraps the model
@@ -62,7 +67,9 @@ class CaptionLoss:
             zero = sum(p.sum() * 0.0 for p in core.parameters() if p.requires_grad)
             return LossParts(zero, 0, {"regions": 0.0})
         inputs = region_inputs(batch, device)
-        if self.cache is not None:
+        if self.segment_cache is not None:
+            out = model(segments=self.segment_cache.segments(model, batch, inputs), **inputs)
+        elif self.cache is not None:
             features = self.cache.features(self.cache_keys(batch), batch.pixel_values)
             out = model(features=features, **inputs)
         else:
