@@ -33,7 +33,7 @@ from typing import Any
 
 from sca.pipeline.params import deep_update, load_params
 
-__all__ = ["collect", "expand", "plan_sweep", "reference_row", "run_sweep", "upstream_inputs", "variant_name"]
+__all__ = ["central_claim", "collect", "expand", "plan_sweep", "reference_row", "run_sweep", "upstream_inputs", "variant_name"]
 
 NOTEBOOKS = {"pretrain": "notebooks/04_pretrain.ipynb", "finetune": "notebooks/05_finetune.ipynb",
              "evaluate": "notebooks/06_evaluate.ipynb"}
@@ -219,6 +219,9 @@ def _metric_row(metrics_path: Path) -> dict[str, Any]:
         for key in ("loss_gap", "distinct_candidates"):
             if key in result.get("region_use", {}):
                 row[f"{name}/region_use/{key}"] = result["region_use"][key]
+        for key, value in result.get("region_use", {}).get("attributes", {}).items():
+            if key != "num_regions":
+                row[f"{name}/attributes/{key}"] = value
     return row
 
 
@@ -244,7 +247,7 @@ def collect(folder: str | os.PathLike, params_file: str | os.PathLike | None = N
         if not metrics.is_file() or not spec.is_file():
             continue
         variant = json.loads(spec.read_text())
-        row = {"variant": variant_dir.name, **variant, **_metric_row(metrics)}
+        row = {"variant": variant_dir.name, "folder": str(variant_dir), **variant, **_metric_row(metrics)}
         if params is not None:
             row["current"] = _recorded_fingerprint(variant_dir) == _fingerprint_now(params, folder.name, variant,
                                                                                    extra, upstream)
@@ -279,4 +282,35 @@ def reference_row(params: dict[str, Any], sweep: str,
     values = {key: _get(params, key) for key in params["ablations"]["sweeps"][sweep]["vary"]}
     if any(row.get("current") and all(row.get(k) == v for k, v in values.items()) for row in rows or []):
         return None
-    return {"variant": "dvc repro (params.yaml)", **values, **_metric_row(metrics)}
+    return {"variant": "dvc repro (params.yaml)", "folder": str(metrics.parent.parent), **values, **_metric_row(metrics)}
+
+
+def central_claim(rows: list[dict[str, Any]], *, set_name: str = "synthetic-test", metric: str = "CIDEr-D",
+                  resamples: int = 4000, level: float = 0.95) -> list[dict[str, Any]]:
+    """The paper's central claim per caption share, from ``collect`` rows of the
+    ``pretraining_x_caption_data*`` sweeps: the gain of weak pretraining in ``metric``, mean over the
+    fine-tuning seeds of each arm, with the paired two-level bootstrap interval over seeds and test
+    regions (``sca.evaluation.bootstrap``). One dict per share, scarcest first: caption_fraction,
+    seeds_with, seeds_without, gain, low, high, excludes_zero and the two means."""
+    from sca.evaluation.bootstrap import gain_interval, per_region_scores
+
+    arms: dict[float, dict[bool, list[dict[str, float]]]] = {}
+    for row in rows:
+        if "pretrain.enabled" not in row or "finetune.caption_fraction" not in row:
+            continue
+        predictions = Path(row["folder"]) / "evaluate" / "sets" / set_name / "predictions.jsonl"
+        if not predictions.is_file():
+            continue
+        share = float(row["finetune.caption_fraction"])
+        arms.setdefault(share, {True: [], False: []})[bool(row["pretrain.enabled"])].append(
+            per_region_scores(predictions, metric))
+    out = []
+    for share in sorted(arms):
+        with_, without = arms[share][True], arms[share][False]
+        if not with_ or not without:
+            continue
+        g = gain_interval(with_, without, resamples=resamples, level=level)
+        out.append({"caption_fraction": share, "seeds_with": g["runs_a"], "seeds_without": g["runs_b"],
+                    "with": g["mean_a"], "without": g["mean_b"], "gain": g["gain"], "low": g["low"],
+                    "high": g["high"], "excludes_zero": g["low"] > 0 or g["high"] < 0, "level": level})
+    return out

@@ -149,3 +149,47 @@ def test_a_varied_dict_replaces_the_base_one_instead_of_merging_into_it():
     assert merged[0]["image_encoder"] == trained
     assert merged[1]["image_encoder"] == {**untrained, "weights": None}  # the trained weights are not kept
     assert merged[1]["num_mixer_layers"] == 4
+
+
+def test_central_claim_pools_seeds_and_gives_the_gains_interval(tmp_path):
+    """A fake sweep of pretraining x caption share x 2 seeds whose 'with' arm names every region
+    right and whose 'without' arm names half of them: the gain is positive at both shares and its
+    interval excludes 0; a share run by one arm only is left out."""
+    from sca.pipeline.sweep import central_claim, collect, run_sweep
+
+    refs = [[f"a {c} {s}", f"{c} {s}"] for c in ("red", "blue", "green", "pink") for s in ("circle", "star")] * 3
+
+    def execute(notebook, output, params_file, overrides):
+        out = output.parent
+        out.mkdir(parents=True, exist_ok=True)
+        if not notebook.endswith("06_evaluate.ipynb"):
+            (out / "metrics.json").write_text("{}")
+            return
+        enabled = "enabled=True" in out.parent.name  # the variant's folder: sweep.variant_name
+        sets = out / "sets" / "synthetic-test"
+        sets.mkdir(parents=True, exist_ok=True)
+        with open(sets / "predictions.jsonl", "w") as f:
+            for k, r in enumerate(refs):
+                cand = r[0] if (enabled or k % 2) else "a cyan square"
+                f.write(json.dumps({"protocol": "synthetic-captions", "split": "test", "image_id": f"i{k}",
+                                    "region_id": f"i{k}-0", "region_index": 0, "box": [0, 0, 4, 4], "task": "caption",
+                                    "candidate": cand, "references": r, "iou_scores": [0.5]}) + "\n")
+        (out / "metrics.json").write_text(json.dumps({"synthetic-test": {"model": {"CIDEr-D": 1.0}}}))
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "ablations": {"out": str(tmp_path / "abl"), "sweeps": {"pretraining_x_caption_data": {"vary": {
+            "pretrain.enabled": [True, False], "finetune.caption_fraction": [0.25, 1.0],
+            "finetune.train.seed": [2, 3]}}}},
+        "model": {}, "pretrain": {"out": "runs/pretrain", "enabled": True}, "finetune": {"out": "runs/finetune"},
+        "evaluate": {"out": "runs/evaluate"}}))
+    run_sweep(str(params), "pretraining_x_caption_data", execute=execute)
+    rows = collect(tmp_path / "abl" / "pretraining_x_caption_data")
+    assert len(rows) == 8
+    claim = central_claim(rows, resamples=500)
+    assert [c["caption_fraction"] for c in claim] == [0.25, 1.0]
+    for c in claim:
+        assert c["seeds_with"] == c["seeds_without"] == 2
+        assert c["gain"] > 0 and c["excludes_zero"] and c["low"] <= c["gain"] <= c["high"]
+    one_arm = [r for r in rows if not (r["finetune.caption_fraction"] == 1.0 and r["pretrain.enabled"])]
+    assert [c["caption_fraction"] for c in central_claim(one_arm, resamples=500)] == [0.25]
