@@ -103,5 +103,10 @@ elif [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 # --- end Chromium ---------------------------------------------------------------------------------
+# --- bytecode -------------------------------------------------------------------------------------
+# With PYTHONDONTWRITEBYTECODE set, every process would compile torch, transformers and the package
+# again (~7 s a notebook kernel or test subprocess); cache what the stages import once (scripts/precompile.py).
+.venv/bin/python scripts/precompile.py || echo "setup: WARNING: bytecode precompilation failed (only slower)" >&2
+# --- end bytecode ---------------------------------------------------------------------------------
 echo "setup: ok ($( [ "$LOCKED" = 1 ] && echo "locked: requirements/lock.txt" || echo "unlocked"); $(.venv/bin/python -c \
 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"
