@@ -108,8 +108,8 @@ def region_features(segmenter, records: str, images: str, captioners=()) -> tupl
         true = batch.masks[batch.region_mask][:, None].float()
         rois_px = torch.cat([rois[:, :1], boxes], 1)
         feats["true_mask"].append(roi_align(true, rois_px, output_size=16, aligned=True).reshape(n, -1))
+        seg = SegmenterOutput(masks=None, iou_scores=out.iou_scores, tokens=out.tokens, image_tokens=out.image_tokens)
         for name, captioner in captioners:
-            seg = SegmenterOutput(masks=None, iou_scores=out.iou_scores, tokens=out.tokens, image_tokens=out.image_tokens)
             feats[f"mixer {name}"].append(captioner._mix(seg).reshape(n, -1))
         for rids in batch.region_ids:
             ids.extend(rids)
@@ -170,6 +170,9 @@ def main(argv=None) -> int:
     for name in ATTRIBUTES:
         y_fit = [attrs[i].get(name) for i in fit_ids]
         y_score = [attrs[i].get(name) for i in score_ids]
+        if None in y_fit or None in y_score:
+            print(f"| {name} | (not every region names it) |", flush=True)
+            continue
         majority = max(set(y_fit), key=y_fit.count)
         row = [f"{np.mean([y == majority for y in y_score]):.2f}"]
         for key in columns:
