@@ -12,8 +12,9 @@ fixed or dropped, and the collator merges those into the batch (paper.md §3 for
   ``box_empty`` / ``kept``; in training they are dropped.
 
 Randomness comes from ``np.random.default_rng([seed, epoch, index])``: the same sample for the same
-(seed, epoch, index) whatever the number of workers. Call ``set_epoch`` before each epoch (the
-DataLoader re-pickles the dataset into its workers at every epoch unless ``persistent_workers``).
+(seed, epoch, index) whatever the number of workers. Call ``set_epoch`` before each epoch in the
+process that loads the sample (the Trainer's loader sends the epoch with every index, so its
+persistent workers follow it).
 Records live in a ``RecordStore`` (one compact buffer), so workers never re-read the JSON file.
 """
 

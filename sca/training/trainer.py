@@ -101,6 +101,45 @@ class StepBatchSampler(Sampler[list[int]]):
             yield chunk[self.rank :: self.world]
 
 
+class _EpochBatches(Sampler[list[tuple[int, int]]]):
+    """The batch sampler of a DataLoader that lives for the whole run: ``set_epoch(epoch, start)``
+    picks the epoch's ``StepBatchSampler``; its indices go out as ``(epoch, index)`` pairs."""
+
+    def __init__(self, make: Callable[[int, int], StepBatchSampler]):
+        self.make = make
+        self.epoch, self.current = 0, None
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.current = int(epoch), self.make(int(epoch), int(start))
+
+    def __len__(self) -> int:
+        return len(self.current) if self.current is not None else 0
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        if self.current is None:
+            raise RuntimeError("_EpochBatches.set_epoch(epoch, start) must be called before iterating")
+        for batch in self.current:
+            yield [(self.epoch, i) for i in batch]
+
+
+class _EpochTagged(Dataset):
+    """``dataset[(epoch, index)]``: sets the epoch of this copy of the dataset (in a worker, its own
+    copy) and returns ``dataset[index]``, so a sample's randomness (``set_epoch``) follows the
+    epoch whatever process loads it and however long the workers live."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
 class Trainer:
     """Train ``model`` on ``dataset`` with ``loss_fn``; see the module docstring.
 
@@ -154,17 +193,23 @@ class Trainer:
         self.fingerprint = _fingerprint(run_config if run_config is not None else config.to_dict())
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _loader(self, epoch: int, start: int) -> DataLoader:
+    def _loader(self) -> tuple[DataLoader, _EpochBatches]:
+        """One DataLoader for the whole run: with workers they persist across epochs (starting them
+        again at every pass cost ~0.5 s a pass, which on a small caption share is most of the run),
+        and the epoch reaches each worker's copy of the dataset with every index."""
         acc = self.accelerator
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-        sampler = StepBatchSampler(len(self.dataset), images_per_step=self.config.images_per_step,
-                                   accumulation=self.config.gradient_accumulation, seed=self.config.seed,
-                                   epoch=epoch, rank=acc.process_index, world=acc.num_processes, start=start)
-        return DataLoader(self.dataset, batch_sampler=sampler, collate_fn=self.collate_fn,
-                          num_workers=self.config.num_workers,
-                          generator=torch.Generator().manual_seed(self.config.seed + epoch),
-                          persistent_workers=False, pin_memory=torch.cuda.is_available())
+
+        def batches(epoch: int, start: int) -> StepBatchSampler:
+            return StepBatchSampler(len(self.dataset), images_per_step=self.config.images_per_step,
+                                    accumulation=self.config.gradient_accumulation, seed=self.config.seed,
+                                    epoch=epoch, rank=acc.process_index, world=acc.num_processes, start=start)
+
+        sampler = _EpochBatches(batches)
+        workers = self.config.num_workers
+        loader = DataLoader(_EpochTagged(self.dataset), batch_sampler=sampler, collate_fn=self.collate_fn,
+                            num_workers=workers, generator=torch.Generator().manual_seed(self.config.seed),
+                            persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+        return loader, sampler
 
     def _trainable(self, model) -> dict[str, torch.Tensor]:
         return {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -246,8 +291,9 @@ class Trainer:
         from sca.data.report import DataReport
 
         self.data_report = DataReport()
+        loader, sampler = self._loader()
         while state.step < cfg.max_steps:
-            loader = self._loader(state.epoch, state.batches_in_epoch)
+            sampler.set_epoch(state.epoch, state.batches_in_epoch)
             for batch in loader:
                 state.batches_in_epoch += 1
                 report = getattr(batch, "report", None)
@@ -303,6 +349,7 @@ class Trainer:
             else:
                 state.epoch += 1
                 state.batches_in_epoch = 0
+        del loader  # its persistent workers stop here, not at some later collection
         if bar is not None:
             bar.close()
         master = self._save(model, optimizer, scheduler, state)
