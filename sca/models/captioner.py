@@ -68,6 +68,7 @@ def check_generation_options(num_beams, max_new_tokens, region_chunk_size=1, gen
 class SCAOutput:
     """loss: scalar caption loss (when captions were given): loss_sum / num_tokens, the mean over
     every caption token of every region (paper.md §2).
+    box_loss: the mean auxiliary box loss over the regions (when box targets were given).
     logits: [N, L, V] fp32 logits at the positions that predict the caption tokens (if asked).
     masks: [N, M, 4h, 4w] SAM's low-res mask logits; iou_scores: [N, M]."""
 
@@ -77,6 +78,7 @@ class SCAOutput:
     iou_scores: Tensor
     loss_sum: Tensor | None = None
     num_tokens: int = 0
+    box_loss: Tensor | None = None
 
 
 @dataclass
@@ -163,6 +165,11 @@ class SCAModel(nn.Module):
         self.task_tokens = nn.Embedding(config.num_tasks * config.num_task_tokens, h)
         init_new_module(self.projection)
         init_new_module(self.task_tokens)
+        # Training only (config.box_loss_weight > 0): the region's box from its Q caption queries.
+        self.box_head = None
+        if config.box_loss_weight > 0:
+            self.box_head = nn.Linear(config.num_caption_queries * block["hidden_size"], 4)
+            init_new_module(self.box_head)
         _cast_(self, config.torch_dtype)
         self.freeze()
         self._lm_logits_to_keep = "logits_to_keep" in inspect.signature(self.lm.model.forward).parameters
@@ -234,7 +241,9 @@ class SCAModel(nn.Module):
     def visual_prefix(self, seg: SegmenterOutput, task_ids: Tensor) -> Tensor:
         """SAM outputs of N regions + task ids [N] -> LM prefix [N, tasks_tokens + queries, H]
         = [6 task tokens ; 8 projected caption queries] (paper.md §1.8)."""
-        queries = self._mix(seg)
+        return self._prefix(self._mix(seg), task_ids)
+
+    def _prefix(self, queries: Tensor, task_ids: Tensor) -> Tensor:
         lm_dtype = self.lm.model.get_input_embeddings().weight.dtype
         projected = self.projection(queries).to(lm_dtype)
         k = self.config.num_task_tokens
@@ -285,6 +294,7 @@ class SCAModel(nn.Module):
         captions: CaptionBatch | None = None,
         return_logits: bool = False,
         segments: SegmenterOutput | None = None,
+        box_targets: Tensor | None = None,
     ) -> SCAOutput:
         """Masks and IoU scores for every region and, given captions, the caption loss (paper.md §2).
 
@@ -292,6 +302,9 @@ class SCAModel(nn.Module):
         captions: CaptionBatch with N rows (sca.models.text.encode_captions), aligned with regions.
         segments: the frozen segmenter's outputs for these regions, [N, 1, ...], already computed
             (``sca.training.segment_cache``): SAM is skipped; masks may be None.
+        box_targets: [N, 4] each region's box centre and size as fractions of its image (cx, cy, w,
+            h; ``sca.training.sca_task.box_targets``), with captions: ``box_loss`` is the mean
+            smooth-L1 error of the box head (needs ``config.box_loss_weight`` > 0).
         """
         prompts, image_index = flatten_regions(prompts.to(self.device), image_index)
         image_index = image_index.to(self.device)
@@ -308,17 +321,29 @@ class SCAModel(nn.Module):
                 features = self.encode_images(pixel_values)
             seg = self.segment_regions(features, prompts, image_index)
         n = image_index.shape[0]
-        loss = logits = loss_sum = None
+        loss = logits = loss_sum = box_loss = None
         num_tokens = 0
+        if box_targets is not None:
+            if self.box_head is None:
+                raise ValueError("box_targets need the box head: set SCAConfig.box_loss_weight > 0")
+            if captions is None:
+                raise ValueError("box_targets are a training loss: give captions too")
+            if tuple(box_targets.shape) != (n, 4):
+                raise ValueError(f"box_targets must be [{n}, 4] (cx, cy, w, h per region), got {tuple(box_targets.shape)}")
         if captions is not None:
             if captions.input_ids.shape[0] != n:
                 raise ValueError(f"{captions.input_ids.shape[0]} captions for {n} regions")
-            prefix = self.visual_prefix(seg, self._task_ids(task_ids, n))
+            queries = self._mix(seg)
+            prefix = self._prefix(queries, self._task_ids(task_ids, n))
             loss_sum, num_tokens, logits = self._caption_loss(prefix, captions.to(self.device), return_logits)
             loss = loss_sum / max(num_tokens, 1)
+            if box_targets is not None:
+                predicted = self.box_head(queries.flatten(1).to(self.box_head.weight.dtype)).float()
+                # beta 0.1 of the image: quadratic for small errors, linear (robust) beyond
+                box_loss = F.smooth_l1_loss(predicted, box_targets.to(predicted), beta=0.1)
         return SCAOutput(loss=loss, logits=logits, masks=None if seg.masks is None else seg.masks[:, 0],
                          iou_scores=seg.iou_scores[:, 0],
-                         loss_sum=loss_sum, num_tokens=num_tokens)
+                         loss_sum=loss_sum, num_tokens=num_tokens, box_loss=box_loss)
 
     def _caption_loss(self, prefix: Tensor, captions: CaptionBatch, return_logits: bool,
                       label_smoothing: float | None = None):

@@ -47,6 +47,11 @@ class SCAConfig:
     freeze_lm: the LM is frozen by default; False tunes it (give it its own learning rate).
     use_sam_tokens: mixer queries include SAM's output tokens (the paper's final design).
     multimask_output: SAM returns 3 masks per region (its masks are an output, never supervised).
+    box_loss_weight: weight of a training-only auxiliary loss (0: off, the paper): a linear head
+        regresses the region's box (centre and size, as fractions of the image) from the mixer's
+        caption queries. Weak pretraining on bare category names teaches the queries to drop where
+        a region is; this term keeps it (docs/ablations.md "Keeping place"). Captioning never reads
+        the head. Omitted from ``to_dict`` when 0.
     dtype: the one floating dtype every part is built in (segmenter, mixer, projection, task
         tokens, LM): "float32" (default), "bfloat16" or "float16"; a torch.dtype is accepted and
         stored by name. A checkpoint's own dtype (e.g. a ``torch_dtype`` in an LM config) does not
@@ -69,6 +74,7 @@ class SCAConfig:
     freeze_lm: bool = True
     use_sam_tokens: bool = True
     multimask_output: bool = True
+    box_loss_weight: float = 0.0
     dtype: str = "float32"
     anything: dict[str, Any] | None = None
 
@@ -86,6 +92,10 @@ class SCAConfig:
         self.dtype = dtype_name(self.dtype)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"SCAConfig.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if isinstance(self.box_loss_weight, bool) or not isinstance(self.box_loss_weight, (int, float)) \
+                or not 0.0 <= self.box_loss_weight < float("inf"):
+            raise ValueError(f"SCAConfig.box_loss_weight must be a finite number >= 0 (0: off), got {self.box_loss_weight!r}")
+        self.box_loss_weight = float(self.box_loss_weight)
         if self.anything is not None:
             check_anything_defaults(self.anything, "SCAConfig.anything")
 
@@ -93,6 +103,8 @@ class SCAConfig:
         d = copy.deepcopy(asdict(self))
         if d["anything"] is None:  # configs (and run fingerprints) of models without it stay as they were
             del d["anything"]
+        if d["box_loss_weight"] == 0.0:  # likewise
+            del d["box_loss_weight"]
         return d
 
     @classmethod

@@ -15,7 +15,7 @@ from sca.models.segmenters.base import Prompts
 from sca.models.text import CaptionBatch
 from sca.training.trainer import LossParts
 
-__all__ = ["CaptionLoss", "region_inputs"]
+__all__ = ["CaptionLoss", "box_targets", "region_inputs"]
 
 
 def region_inputs(batch, device: torch.device | str | None = None) -> dict[str, Any]:
@@ -41,12 +41,29 @@ def region_inputs(batch, device: torch.device | str | None = None) -> dict[str, 
     return out
 
 
+def box_targets(batch) -> torch.Tensor:
+    """[N, 4] float32: each real region's box centre and size as fractions of its image (cx, cy, w,
+    h), in the image as the batch shows it (flipped when flipped; before any crop or padding), the
+    auxiliary box loss's targets (``SCAConfig.box_loss_weight``)."""
+    mask = batch.region_mask
+    image_index = mask.nonzero(as_tuple=True)[0]
+    boxes = batch.boxes[mask].double()
+    offsets, scales = batch.offsets.double()[image_index], batch.scales.double()[image_index]
+    size = batch.original_sizes.double()[image_index].flip(1)  # (width, height)
+    lo = (boxes[:, :2] + offsets) / scales / size  # S frame -> original pixels -> fractions
+    hi = (boxes[:, 2:] + offsets) / scales / size
+    return torch.cat([(lo + hi) / 2, hi - lo], dim=1).float()
+
+
 class CaptionLoss:
     """``(model, batch) -> LossParts`` for SCAModel; optional embedding or segment cache.
 
     cache: an ``EmbeddingCache`` (only valid when images are not augmented).
     cache_keys: ``batch -> list[str]`` naming each image of the batch for the cache.
     segment_cache: a ``SegmentCache`` (frozen segmenter, no scale jitter).
+
+    With ``model.config.box_loss_weight`` w > 0 the loss adds w x the box head's mean error to the
+    mean per-token caption loss (logged as ``box_loss``).
     """
 
     def __init__(self, cache=None, cache_keys=None, segment_cache=None):
@@ -67,6 +84,9 @@ class CaptionLoss:
             zero = sum(p.sum() * 0.0 for p in core.parameters() if p.requires_grad)
             return LossParts(zero, 0, {"regions": 0.0})
         inputs = region_inputs(batch, device)
+        weight = core.config.box_loss_weight
+        if weight > 0:
+            inputs["box_targets"] = box_targets(batch).to(device)
         if self.segment_cache is not None:
             out = model(segments=self.segment_cache.segments(model, batch, inputs), **inputs)
         elif self.cache is not None:
@@ -74,4 +94,11 @@ class CaptionLoss:
             out = model(features=features, **inputs)
         else:
             out = model(pixel_values=batch.pixel_values.to(device), **inputs)
-        return LossParts(out.loss_sum, out.num_tokens, {"regions": float(batch.num_regions)})
+        stats = {"regions": float(batch.num_regions)}
+        loss_sum = out.loss_sum
+        if weight > 0:
+            # loss_sum is summed over caption tokens (the Trainer divides by their count): the box
+            # term enters per token, so its weight does not depend on caption lengths.
+            loss_sum = loss_sum + weight * out.box_loss * out.num_tokens
+            stats["box_loss"] = float(out.box_loss.detach())
+        return LossParts(loss_sum, out.num_tokens, stats)
