@@ -49,7 +49,7 @@ EMBEDDED_SEGMENTER: dict[str, Any] = {"name": "tiny-sam", "image_size": 128, "pa
                                       "vision_hidden_size": 64, "vision_layers": 2, "init": "sam"}
 # SAM's losses + the pixel reconstruction that stands in for its encoder's MAE pretraining (PixelDecoder).
 EMBEDDED_SEGMENTER_LOSS: dict[str, Any] = {"reconstruction_weight": 1.0}
-EMBEDDED_SEGMENTER_TRAIN: dict[str, Any] = {"max_steps": 500, "lr": 2e-3, "warmup_steps": 30,
+EMBEDDED_SEGMENTER_TRAIN: dict[str, Any] = {"max_steps": 1000, "lr": 2e-3, "warmup_steps": 30,
                                             "images_per_step": 8, "regions_per_image": 6, "weight_decay": 1e-4,
                                             "num_workers": 1, "log_every": 20, "save_every": 100,
                                             "seed": 0}

@@ -312,5 +312,5 @@ def test_embedded_schedule_beats_the_box_as_mask_baseline(tmp_path):
                                  loss=EMBEDDED_SEGMENTER_LOSS, output_dir=tmp_path / "run", progress=False)
     m = result.metrics
     assert m["num_regions"] > 80
-    assert m["mask_iou_box"] > m["baseline_box_as_mask"] + 0.05, m  # measured: 0.654 vs 0.586 (500 steps, 2 threads)
-    assert m["mask_iou_point"] > 0.55, m                               # one click or a few points: 0.619
+    assert m["mask_iou_box"] > m["baseline_box_as_mask"] + 0.05, m  # pipeline val split: 0.751 vs 0.586 (1000 steps)
+    assert m["mask_iou_point"] > 0.55, m                               # one click or a few points: 0.707
