@@ -131,7 +131,7 @@ def parts(model, regions: int, new_tokens: int) -> dict[str, Callable[[], object
     with torch.inference_mode():
         features = model.encode_images(pixels)
         seg = model.segment_regions(features, prompts, index)
-        prefix = model.visual_prefix(seg, model._task_ids(1, regions))
+        prefix = model.visual_prefix(seg, model._task_ids(1, regions), prompts)
     tok = model.lm.tokenizer
     words = ["a man riding a red bike on the street next to a tall building"] * regions
     captions = encode_captions(tok, words, model.config.max_caption_tokens)
@@ -155,7 +155,7 @@ def parts(model, regions: int, new_tokens: int) -> dict[str, Callable[[], object
     return {
         "image encoder (1 image)": infer(lambda: model.encode_images(pixels)),
         "SAM decoder": infer(lambda: model.segment_regions(features, prompts, index)),
-        "mixer + projection": infer(lambda: model.visual_prefix(seg, model._task_ids(1, regions))),
+        "mixer + projection": infer(lambda: model.visual_prefix(seg, model._task_ids(1, regions), prompts)),
         "LM prefix": infer(lambda: model.lm.model(inputs_embeds=prefix.to(next(model.lm.model.parameters()).dtype),
                                                   use_cache=True)),
         f"generate greedy ({new_tokens} tok)": infer(lambda: model.generate(prompts=prompts, features=features,

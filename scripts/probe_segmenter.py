@@ -110,7 +110,7 @@ def region_features(segmenter, records: str, images: str, captioners=()) -> tupl
         feats["true_mask"].append(roi_align(true, rois_px, output_size=16, aligned=True).reshape(n, -1))
         seg = SegmenterOutput(masks=None, iou_scores=out.iou_scores, tokens=out.tokens, image_tokens=out.image_tokens)
         for name, captioner in captioners:
-            feats[f"mixer {name}"].append(captioner._mix(seg).reshape(n, -1))
+            feats[f"mixer {name}"].append(captioner._mix(seg, inputs["prompts"]).reshape(n, -1))
         for rids in batch.region_ids:
             ids.extend(rids)
     return {k: torch.cat(v).float().numpy() for k, v in feats.items()}, ids

@@ -53,9 +53,9 @@ def prompt_shuffle_gap(model, loader, *, max_batches: int | None = None, seed: i
             task_ids = model._task_ids(inputs["task_ids"], n)
             for order, acc in ((torch.arange(n), "true"), (perm, "shuffled")):
                 order = order.to(model.device)
-                seg = model.segment_regions(features, inputs["prompts"].map(lambda t, o=order: t[o]),
-                                            inputs["image_index"][order])
-                loss, count, _ = model._caption_loss(model.visual_prefix(seg, task_ids[order]), inputs["captions"],
+                prompts = inputs["prompts"].map(lambda t, o=order: t[o])
+                seg = model.segment_regions(features, prompts, inputs["image_index"][order])
+                loss, count, _ = model._caption_loss(model.visual_prefix(seg, task_ids[order], prompts), inputs["captions"],
                                                      False, label_smoothing=0.0)
                 loss = float(loss)
                 if acc == "true":

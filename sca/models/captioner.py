@@ -238,10 +238,69 @@ class SCAModel(nn.Module):
             return self.segmenter.decode(region_features, prompts.to(dtype=self.segmenter.dtype),
                                          multimask_output=self.config.multimask_output)
 
-    def visual_prefix(self, seg: SegmenterOutput, task_ids: Tensor) -> Tensor:
+    def visual_prefix(self, seg: SegmenterOutput, task_ids: Tensor, prompts: Prompts | None = None) -> Tensor:
         """SAM outputs of N regions + task ids [N] -> LM prefix [N, tasks_tokens + queries, H]
-        = [6 task tokens ; 8 projected caption queries] (paper.md §1.8)."""
-        return self._prefix(self._mix(seg), task_ids)
+        = [6 task tokens ; 8 projected caption queries] (paper.md §1.8). ``prompts``: the regions'
+        flat prompts [N, 1, ...], which ``config.box_frame_pe`` needs (``region_frames``)."""
+        return self._prefix(self._mix(seg, prompts), task_ids)
+
+    def region_frames(self, prompts: Prompts, seg: SegmenterOutput) -> Tensor:
+        """[N, 4] each flat region's box (x0 y0 x1 y1 as fractions of the segmenter's input square):
+        its box prompt, or, for a region prompted without a box (points, a mask), the box of SAM's
+        chosen mask (highest predicted IoU, logits > 0); the whole square if that mask is empty."""
+        n = seg.tokens.shape[0]
+        size = float(self.segmenter.image_size)
+        frames = torch.tensor([0.0, 0.0, 1.0, 1.0], device=seg.tokens.device).repeat(n, 1)
+        has_box = torch.zeros(n, dtype=torch.bool, device=frames.device)
+        if prompts.boxes is not None:
+            boxes = prompts.boxes[:, 0].to(frames)
+            has_box = ~boxes.isnan().any(-1)
+            frames[has_box] = boxes[has_box] / size
+        if bool(has_box.all()):
+            return frames
+        if seg.masks is None:
+            raise ValueError("SCAConfig.box_frame_pe: a region prompted without a box takes the box of SAM's "
+                             "mask, but these segments carry no masks; give box prompts or uncached segments")
+        rows = torch.nonzero(~has_box).flatten()
+        masks = seg.masks[rows, 0]  # [r, M, H, W]
+        best = seg.iou_scores[rows, 0].argmax(-1)
+        chosen = masks[torch.arange(len(rows), device=masks.device), best] > 0  # [r, H, W]
+        h, w = chosen.shape[-2:]
+        cols, lines = chosen.any(1), chosen.any(2)  # [r, W], [r, H]
+        found = cols.any(1)
+
+        def extent(hit: Tensor, length: int) -> tuple[Tensor, Tensor]:
+            idx = torch.arange(length, device=hit.device)
+            lo = torch.where(hit, idx, length).min(1).values
+            hi = torch.where(hit, idx, -1).max(1).values + 1
+            return lo / length, hi / length
+
+        x0, x1 = extent(cols, w)
+        y0, y1 = extent(lines, h)
+        box = torch.stack([x0, y0, x1, y1], 1).to(frames)
+        frames[rows[found]] = box[found]
+        return frames
+
+    def _key_pe(self, prompts: Prompts | None, seg: SegmenterOutput) -> Tensor:
+        """The mixer's key PE: SAM's image PE [1, C, h, w]; with ``box_frame_pe`` plus, per region,
+        the same encoding at each token's place in the region's box frame -> [N, C, h, w]."""
+        pe = self.segmenter.image_positional_embeddings()
+        if not self.config.box_frame_pe:
+            return pe
+        if prompts is None:
+            raise ValueError("SCAConfig.box_frame_pe: the mixer needs the regions' prompts (their boxes); "
+                             "pass prompts to visual_prefix")
+        frames = self.region_frames(prompts, seg).to(pe.device, torch.float32)  # [N, 4]
+        h, w = pe.shape[-2:]
+        xs = (torch.arange(w, device=pe.device, dtype=torch.float32) + 0.5) / w
+        ys = (torch.arange(h, device=pe.device, dtype=torch.float32) + 0.5) / h
+        x0, y0, x1, y1 = frames.unbind(1)
+        floor = 1.0 / self.segmenter.image_size  # a degenerate box is one pixel wide
+        u = (xs[None] - x0[:, None]) / (x1 - x0).clamp(min=floor)[:, None]  # [N, w]
+        v = (ys[None] - y0[:, None]) / (y1 - y0).clamp(min=floor)[:, None]  # [N, h]
+        n = len(frames)
+        coords = torch.stack([u[:, None, :].expand(n, h, w), v[:, :, None].expand(n, h, w)], dim=-1)
+        return pe + self.segmenter.positional_encoding(coords).permute(0, 3, 1, 2).to(pe.dtype)
 
     def _prefix(self, queries: Tensor, task_ids: Tensor) -> Tensor:
         lm_dtype = self.lm.model.get_input_embeddings().weight.dtype
@@ -252,11 +311,11 @@ class SCAModel(nn.Module):
         rows = task_ids[:, None] * k + torch.arange(k, device=task_ids.device)  # [N, 6]
         return torch.cat([self.task_tokens(rows).to(lm_dtype), projected], dim=1)
 
-    def _mix(self, seg: SegmenterOutput) -> Tensor:
+    def _mix(self, seg: SegmenterOutput, prompts: Prompts | None = None) -> Tensor:
         """The mixer's caption queries [N, Q, C] for N regions. Regions with different numbers of SAM
         tokens (``seg.token_mask``: other prompt kinds) are mixed in groups of equal count, each with
         its own tokens only, so a region's queries never depend on its batch."""
-        pe = self.segmenter.image_positional_embeddings()
+        pe = self._key_pe(prompts, seg)
         dtype = self.projection.weight.dtype
         pe = pe.to(dtype)
         tokens, image_tokens = seg.tokens[:, 0].to(dtype), seg.image_tokens[:, 0].to(dtype)  # [N, T, C], [N, hw, C]
@@ -266,7 +325,7 @@ class SCAModel(nn.Module):
         parts, order = [], []
         for c in torch.unique(counts).tolist():
             rows = torch.nonzero(counts == c).flatten()
-            parts.append(self.mixer(tokens[rows, :c], image_tokens[rows], pe))
+            parts.append(self.mixer(tokens[rows, :c], image_tokens[rows], pe if pe.shape[0] == 1 else pe[rows]))
             order.append(rows)
         order = torch.cat(order)
         inverse = torch.empty_like(order)
@@ -333,7 +392,7 @@ class SCAModel(nn.Module):
         if captions is not None:
             if captions.input_ids.shape[0] != n:
                 raise ValueError(f"{captions.input_ids.shape[0]} captions for {n} regions")
-            queries = self._mix(seg)
+            queries = self._mix(seg, prompts)
             prefix = self._prefix(queries, self._task_ids(task_ids, n))
             loss_sum, num_tokens, logits = self._caption_loss(prefix, captions.to(self.device), return_logits)
             loss = loss_sum / max(num_tokens, 1)
@@ -410,7 +469,7 @@ class SCAModel(nn.Module):
                 sl = slice(start, min(n, group + lm_batch_size, start + region_chunk_size))
                 chunk = prompts.map(lambda t, sl=sl: t[sl])
                 seg = self.segment_regions(features, chunk, image_index[sl])
-                prefixes.append(self.visual_prefix(seg, task_ids[sl]))
+                prefixes.append(self.visual_prefix(seg, task_ids[sl], chunk))
                 masks.append(seg.masks[:, 0])
                 ious.append(seg.iou_scores[:, 0])
             prefix = torch.cat(prefixes) if len(prefixes) > 1 else prefixes[0]

@@ -52,6 +52,13 @@ class SCAConfig:
         caption queries. Weak pretraining on bare category names teaches the queries to drop where
         a region is; this term keeps it (docs/ablations.md "Keeping place"). Captioning never reads
         the head. Omitted from ``to_dict`` when 0.
+    box_frame_pe: add to the mixer's key positional encoding (SAM's image PE) the same PE function
+        evaluated at each image token's place in the region's own box frame (the box spans [0, 1];
+        the box prompt, or the box of SAM's chosen mask for a region prompted without one). False:
+        the paper's mixer. With the image PE alone a query that should read, say, the top-left of the
+        region must learn a box-relative place from the PE of the box's corners, which a small mixer
+        learns slowly; in the box frame one learned query reads the same relative place of every
+        region (docs/ablations.md "Shape"). Omitted from ``to_dict`` when False.
     dtype: the one floating dtype every part is built in (segmenter, mixer, projection, task
         tokens, LM): "float32" (default), "bfloat16" or "float16"; a torch.dtype is accepted and
         stored by name. A checkpoint's own dtype (e.g. a ``torch_dtype`` in an LM config) does not
@@ -75,6 +82,7 @@ class SCAConfig:
     use_sam_tokens: bool = True
     multimask_output: bool = True
     box_loss_weight: float = 0.0
+    box_frame_pe: bool = False
     dtype: str = "float32"
     anything: dict[str, Any] | None = None
 
@@ -96,6 +104,8 @@ class SCAConfig:
                 or not 0.0 <= self.box_loss_weight < float("inf"):
             raise ValueError(f"SCAConfig.box_loss_weight must be a finite number >= 0 (0: off), got {self.box_loss_weight!r}")
         self.box_loss_weight = float(self.box_loss_weight)
+        if not isinstance(self.box_frame_pe, bool):
+            raise ValueError(f"SCAConfig.box_frame_pe must be true or false, got {self.box_frame_pe!r}")
         if self.anything is not None:
             check_anything_defaults(self.anything, "SCAConfig.anything")
 
@@ -105,6 +115,8 @@ class SCAConfig:
             del d["anything"]
         if d["box_loss_weight"] == 0.0:  # likewise
             del d["box_loss_weight"]
+        if not d["box_frame_pe"]:  # likewise
+            del d["box_frame_pe"]
         return d
 
     @classmethod

@@ -94,7 +94,7 @@ class TextFeatureMixer(nn.Module):
         Args:
             sam_tokens: [N, T, C] output tokens of SAM's two-way transformer, per region.
             image_tokens: [N, h*w, C] SAM's updated image tokens, per region.
-            image_pe: [1, C, h, w] image positional encoding.
+            image_pe: [1, C, h, w] image positional encoding, or [N, C, h, w], one per region.
         Returns:
             [N, Q, C] mixed caption queries.
         """

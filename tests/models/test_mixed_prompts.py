@@ -151,11 +151,14 @@ def test_segmenter_outputs_of_a_mixed_batch_are_each_regions_alone(name, mix):
         assert (masks[0, 0] - out.masks[0, 0]).abs().max() > 1e-3
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=[False, True], ids=["image-pe", "box-frame-pe"])
+def model(request):
+    # box_frame_pe: the mixer's key PE also depends on each region's box, which a region prompted
+    # without one takes from its own mask: still nothing of another region.
     torch.manual_seed(0)
     config = SCAConfig(image_encoder={"name": "tiny-sam", "weights": str(EMBEDDED_SAM)},
-                       language_model={"name": "causal-lm", "weights": str(EMBEDDED_LM)}, num_mixer_layers=2)
+                       language_model={"name": "causal-lm", "weights": str(EMBEDDED_LM)}, num_mixer_layers=2,
+                       box_frame_pe=request.param)
     m = SCAModel(config).eval()
     with torch.no_grad():  # a mixer and projection that move the caption (the init's are near zero)
         for p in list(m.mixer.parameters()) + list(m.projection.parameters()) + list(m.task_tokens.parameters()):

@@ -125,6 +125,11 @@ class Segmenter(nn.Module):
         """[1, C, h, w] image-wide positional encoding of the mask decoder."""
         raise NotImplementedError
 
+    def positional_encoding(self, coords: Tensor) -> Tensor:
+        """[..., 2] (x, y) points as fractions of the image side -> [..., C], the encoding that
+        ``image_positional_embeddings`` gives the token grid's centres."""
+        raise NotImplementedError
+
     def mixer_block_config(self) -> dict[str, Any]:
         """Hyper-parameters of the mask decoder's two-way blocks, for the text feature mixer
         (paper.md §1.5: 'another two-way transformer of the same block type')."""
@@ -230,6 +235,10 @@ class SamSegmenter(Segmenter):
 
     def image_positional_embeddings(self) -> Tensor:
         return self.sam.get_image_wide_positional_embeddings()
+
+    def positional_encoding(self, coords: Tensor) -> Tensor:
+        pe = self.sam.shared_image_embedding
+        return pe(coords.to(pe.positional_embedding.dtype))
 
     def mixer_block_config(self) -> dict[str, Any]:
         c = self.sam.config.mask_decoder_config
