@@ -281,7 +281,7 @@ class SCAModel(nn.Module):
         frames[rows[found]] = box[found]
         return frames
 
-    def _key_pe(self, prompts: Prompts | None, seg: SegmenterOutput) -> Tensor:
+    def key_positional_encoding(self, prompts: Prompts | None, seg: SegmenterOutput) -> Tensor:
         """The mixer's key PE: SAM's image PE [1, C, h, w]; with ``box_frame_pe`` plus, per region,
         the same encoding at each token's place in the region's box frame -> [N, C, h, w]."""
         pe = self.segmenter.image_positional_embeddings()
@@ -315,7 +315,7 @@ class SCAModel(nn.Module):
         """The mixer's caption queries [N, Q, C] for N regions. Regions with different numbers of SAM
         tokens (``seg.token_mask``: other prompt kinds) are mixed in groups of equal count, each with
         its own tokens only, so a region's queries never depend on its batch."""
-        pe = self._key_pe(prompts, seg)
+        pe = self.key_positional_encoding(prompts, seg)
         dtype = self.projection.weight.dtype
         pe = pe.to(dtype)
         tokens, image_tokens = seg.tokens[:, 0].to(dtype), seg.image_tokens[:, 0].to(dtype)  # [N, T, C], [N, hw, C]

@@ -28,7 +28,7 @@ def _frame_part(model, boxes: torch.Tensor) -> torch.Tensor:
     n = len(boxes)
     seg = SegmenterOutput(masks=None, iou_scores=torch.zeros(n, 1, 3), tokens=torch.zeros(n, 1, 7, 1),
                           image_tokens=torch.zeros(n, 1, 1, 1))
-    return model._key_pe(prompts, seg) - model.segmenter.image_positional_embeddings()
+    return model.key_positional_encoding(prompts, seg) - model.segmenter.image_positional_embeddings()
 
 
 def test_a_box_over_the_whole_input_gives_the_image_pe(model):
@@ -53,7 +53,7 @@ def test_the_paper_config_keeps_the_image_pe():
     assert "box_frame_pe" not in m.config.to_dict()
     seg = SegmenterOutput(masks=None, iou_scores=torch.zeros(1, 1, 3), tokens=torch.zeros(1, 1, 7, 1),
                           image_tokens=torch.zeros(1, 1, 1, 1))
-    assert torch.equal(m._key_pe(None, seg), m.segmenter.image_positional_embeddings())
+    assert torch.equal(m.key_positional_encoding(None, seg), m.segmenter.image_positional_embeddings())
 
 
 def test_regions_without_a_box_take_the_box_of_their_mask(model):
