@@ -16,6 +16,10 @@ fitting regions (a gap is overfitting), and the mask head's test loss when it is
     .venv/bin/python scripts/probe_mixer_training.py
     .venv/bin/python scripts/probe_mixer_training.py --fit-data data/generated/synthetic-weak
     .venv/bin/python scripts/probe_mixer_training.py --mask-weight 1.0
+    .venv/bin/python scripts/probe_mixer_training.py --fit-data data/generated/synthetic-weak --box-frame-pe
+
+``--box-frame-pe`` adds to the keys' image PE the PE at each token's place in the region's box, as
+``SCAConfig.box_frame_pe`` does (``sca.models.captioner.box_frame_encoding``).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ def segment_regions(segmenter, records: str, images: str) -> tuple[dict[str, tor
     dataset, _ = build_datasets(data, image_size=segmenter.image_size, pixel_mean=segmenter.pixel_mean,
                                 pixel_std=segmenter.pixel_std, regions_per_image=64, seed=0)
     dataset.train = False  # every region, no sampling
-    parts: dict[str, list[torch.Tensor]] = {"tokens": [], "image_tokens": [], "mask": []}
+    parts: dict[str, list[torch.Tensor]] = {"tokens": [], "image_tokens": [], "mask": [], "frames": []}
     ids: list[str] = []
     for batch in make_loader(dataset, RegionCollator(NoTextTokenizer()), batch_size=16, shuffle=False, num_workers=0):
         inputs = region_inputs(batch)
@@ -60,6 +64,7 @@ def segment_regions(segmenter, records: str, images: str) -> tuple[dict[str, tor
         out = segmenter.decode(encoded, inputs["prompts"], multimask_output=True)
         n = len(index)
         parts["tokens"].append(out.tokens[:, 0])
+        parts["frames"].append(inputs["prompts"].boxes[:, 0] / segmenter.image_size)
         parts["image_tokens"].append(out.image_tokens[:, 0])
         logits = out.masks[:, 0][torch.arange(n), out.iou_scores[:, 0].argmax(1)][:, None].float()
         boxes = inputs["prompts"].boxes[:, 0] * logits.shape[-1] / segmenter.image_size
@@ -84,12 +89,14 @@ def main(argv=None) -> int:
     ap.add_argument("--label-weight", type=float, default=1.0, help="weight of the attribute cross-entropies")
     ap.add_argument("--mask-weight", type=float, default=0.0, help="weight of the in-box mask head (0: off)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--box-frame-pe", action="store_true", help="keys also carry the PE in the region's box frame")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     if args.steps < 5:
         raise SystemExit(f"--steps must be >= 5, got {args.steps}")
 
     from sca.models import load_registries
+    from sca.models.captioner import box_frame_encoding
     from sca.models.mixer import TextFeatureMixer
 
     torch.set_num_threads(args.threads)
@@ -120,7 +127,11 @@ def main(argv=None) -> int:
     pe = segmenter.image_positional_embeddings().detach().float()
 
     def predict(rows: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        queries = mixer(rows["tokens"], rows["image_tokens"], pe).flatten(1)
+        keys_pe = pe
+        if args.box_frame_pe:
+            with torch.no_grad():
+                keys_pe = pe + box_frame_encoding(segmenter, rows["frames"], pe.shape[-2:]).float()
+        queries = mixer(rows["tokens"], rows["image_tokens"], keys_pe).flatten(1)
         return [head(queries) for head in heads], mask_head(queries)
 
     @torch.no_grad()
@@ -133,7 +144,7 @@ def main(argv=None) -> int:
 
     print(f"regions: {len(fit_ids)} to fit ({fit_data}), {len(test_ids)} to score ({args.data}); "
           f"{args.layers}-layer mixer, {args.queries} queries, width {width}; label weight {args.label_weight}, "
-          f"mask weight {args.mask_weight}; features in {time.time() - start:.0f} s", flush=True)
+          f"mask weight {args.mask_weight}; box-frame PE {args.box_frame_pe}; features in {time.time() - start:.0f} s", flush=True)
     print("| step | " + " | ".join(f"{a} test / fit" for a in ATTRIBUTES) + " | mask BCE test |")
     print("|---" * (len(ATTRIBUTES) + 2) + "|", flush=True)
     seen = {k: v[:400] for k, v in fit.items()}

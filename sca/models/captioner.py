@@ -29,7 +29,8 @@ from sca.models.segmenters.base import (
 )
 from sca.models.text import IGNORE_INDEX, CaptionBatch
 
-__all__ = ["LM_BATCH_SIZE", "CaptionResult", "SCAModel", "SCAOutput", "check_generation_options", "flatten_regions"]
+__all__ = ["LM_BATCH_SIZE", "CaptionResult", "SCAModel", "SCAOutput", "box_frame_encoding", "check_generation_options",
+           "flatten_regions"]
 
 
 # Regions per LM ``generate`` call, apart from the vision chunk: ViT-B + GPT-2 greedy captioning is
@@ -90,6 +91,24 @@ class CaptionResult:
     captions: list[str]
     masks: Tensor
     iou_scores: Tensor
+
+
+def box_frame_encoding(segmenter, frames: Tensor, grid: tuple[int, int] | torch.Size) -> Tensor:
+    """The segmenter's positional encoding of each token of an h x w grid at its place in a region's
+    box frame: frames [N, 4] (x0 y0 x1 y1 as fractions of the input square) -> [N, C, h, w]. Token
+    centres map to (x - x0) / (x1 - x0), (y - y0) / (y1 - y0), so the box spans [0, 1] as the whole
+    image does in ``image_positional_embeddings`` (``SCAConfig.box_frame_pe``)."""
+    h, w = int(grid[0]), int(grid[1])
+    frames = frames.float()
+    xs = (torch.arange(w, device=frames.device, dtype=torch.float32) + 0.5) / w
+    ys = (torch.arange(h, device=frames.device, dtype=torch.float32) + 0.5) / h
+    x0, y0, x1, y1 = frames.unbind(1)
+    floor = 1.0 / segmenter.image_size  # a degenerate box is one pixel wide
+    u = (xs[None] - x0[:, None]) / (x1 - x0).clamp(min=floor)[:, None]  # [N, w]
+    v = (ys[None] - y0[:, None]) / (y1 - y0).clamp(min=floor)[:, None]  # [N, h]
+    n = len(frames)
+    coords = torch.stack([u[:, None, :].expand(n, h, w), v[:, :, None].expand(n, h, w)], dim=-1)
+    return segmenter.positional_encoding(coords).permute(0, 3, 1, 2)
 
 
 def flatten_regions(prompts: Prompts, image_index: Tensor | None) -> tuple[Prompts, Tensor]:
@@ -291,16 +310,7 @@ class SCAModel(nn.Module):
             raise ValueError("SCAConfig.box_frame_pe: the mixer needs the regions' prompts (their boxes); "
                              "pass prompts to visual_prefix")
         frames = self.region_frames(prompts, seg).to(pe.device, torch.float32)  # [N, 4]
-        h, w = pe.shape[-2:]
-        xs = (torch.arange(w, device=pe.device, dtype=torch.float32) + 0.5) / w
-        ys = (torch.arange(h, device=pe.device, dtype=torch.float32) + 0.5) / h
-        x0, y0, x1, y1 = frames.unbind(1)
-        floor = 1.0 / self.segmenter.image_size  # a degenerate box is one pixel wide
-        u = (xs[None] - x0[:, None]) / (x1 - x0).clamp(min=floor)[:, None]  # [N, w]
-        v = (ys[None] - y0[:, None]) / (y1 - y0).clamp(min=floor)[:, None]  # [N, h]
-        n = len(frames)
-        coords = torch.stack([u[:, None, :].expand(n, h, w), v[:, :, None].expand(n, h, w)], dim=-1)
-        return pe + self.segmenter.positional_encoding(coords).permute(0, 3, 1, 2).to(pe.dtype)
+        return pe + box_frame_encoding(self.segmenter, frames, pe.shape[-2:]).to(pe.dtype)
 
     def _prefix(self, queries: Tensor, task_ids: Tensor) -> Tensor:
         lm_dtype = self.lm.model.get_input_embeddings().weight.dtype
