@@ -55,7 +55,7 @@ def segment_regions(segmenter, records: str, images: str) -> tuple[dict[str, tor
     dataset, _ = build_datasets(data, image_size=segmenter.image_size, pixel_mean=segmenter.pixel_mean,
                                 pixel_std=segmenter.pixel_std, regions_per_image=64, seed=0)
     dataset.train = False  # every region, no sampling
-    parts: dict[str, list[torch.Tensor]] = {"tokens": [], "image_tokens": [], "mask": [], "frames": []}
+    parts: dict[str, list[torch.Tensor]] = {"tokens": [], "image_tokens": [], "mask": [], "frames": [], "in_mask": []}
     ids: list[str] = []
     for batch in make_loader(dataset, RegionCollator(NoTextTokenizer()), batch_size=16, shuffle=False, num_workers=0):
         inputs = region_inputs(batch)
@@ -67,6 +67,8 @@ def segment_regions(segmenter, records: str, images: str) -> tuple[dict[str, tor
         parts["frames"].append(inputs["prompts"].boxes[:, 0] / segmenter.image_size)
         parts["image_tokens"].append(out.image_tokens[:, 0])
         logits = out.masks[:, 0][torch.arange(n), out.iou_scores[:, 0].argmax(1)][:, None].float()
+        side = int(out.image_tokens.shape[2] ** 0.5)
+        parts["in_mask"].append(F.adaptive_avg_pool2d(torch.sigmoid(logits), side).reshape(n, -1))
         boxes = inputs["prompts"].boxes[:, 0] * logits.shape[-1] / segmenter.image_size
         rois = torch.cat([torch.arange(n, dtype=boxes.dtype)[:, None], boxes], 1)
         parts["mask"].append((roi_align(logits, rois, output_size=MASK_GRID, aligned=True) > 0).float().reshape(n, -1))
@@ -90,6 +92,8 @@ def main(argv=None) -> int:
     ap.add_argument("--mask-weight", type=float, default=0.0, help="weight of the in-box mask head (0: off)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--box-frame-pe", action="store_true", help="keys also carry the PE in the region's box frame")
+    ap.add_argument("--mask-keys", action="store_true", help="keys also carry a learned embedding of SAM's mask per token")
+    ap.add_argument("--mask-token", action="store_true", help="one more SAM token: a learned embedding of SAM's mask in its box")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     if args.steps < 5:
@@ -121,7 +125,12 @@ def main(argv=None) -> int:
                              attention_downsample_rate=block["attention_downsample_rate"])
     heads = torch.nn.ModuleList([torch.nn.Linear(args.queries * width, len(vocab[a])) for a in ATTRIBUTES])
     mask_head = torch.nn.Linear(args.queries * width, MASK_GRID * MASK_GRID)
-    params = [*mixer.parameters(), *heads.parameters(), *mask_head.parameters()]
+    mask_embed = torch.nn.Linear(1, width)
+    torch.nn.init.normal_(mask_embed.weight, std=0.02)
+    torch.nn.init.zeros_(mask_embed.bias)
+    mask_token = torch.nn.Linear(MASK_GRID * MASK_GRID, width)
+    params = [*mixer.parameters(), *heads.parameters(), *mask_head.parameters(), *mask_embed.parameters(),
+              *mask_token.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.steps, pct_start=0.02)
     pe = segmenter.image_positional_embeddings().detach().float()
@@ -131,7 +140,13 @@ def main(argv=None) -> int:
         if args.box_frame_pe:
             with torch.no_grad():
                 keys_pe = pe + box_frame_encoding(segmenter, rows["frames"], pe.shape[-2:]).float()
-        queries = mixer(rows["tokens"], rows["image_tokens"], keys_pe).flatten(1)
+        keys = rows["image_tokens"]
+        if args.mask_keys:
+            keys = keys + mask_embed(rows["in_mask"][..., None])
+        tokens = rows["tokens"]
+        if args.mask_token:
+            tokens = torch.cat([tokens, mask_token(rows["mask"] * 2 - 1)[:, None]], 1)
+        queries = mixer(tokens, keys, keys_pe).flatten(1)
         return [head(queries) for head in heads], mask_head(queries)
 
     @torch.no_grad()

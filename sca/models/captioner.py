@@ -111,6 +111,26 @@ def box_frame_encoding(segmenter, frames: Tensor, grid: tuple[int, int] | torch.
     return segmenter.positional_encoding(coords).permute(0, 3, 1, 2)
 
 
+MASK_GRID = 16  # side of the grid SAM's mask is resampled to in the region's frame (SCAConfig.mask_token)
+
+
+def mask_in_frame(masks: Tensor, iou_scores: Tensor, frames: Tensor, grid: int = MASK_GRID) -> Tensor:
+    """SAM's chosen mask of each region in its frame: masks [N, M, H, W] low-resolution logits,
+    iou_scores [N, M], frames [N, 4] (x0 y0 x1 y1 as fractions of the input square) -> [N, grid *
+    grid], +1 where the chosen mask (highest predicted IoU) holds the cell's centre, else -1. The
+    logits are averaged over each cell (torchvision's RoIAlign, two samples a side) before the
+    threshold, so a frame larger than the grid's cells does not alias."""
+    from torchvision.ops import roi_align
+
+    n = masks.shape[0]
+    chosen = masks[torch.arange(n, device=masks.device), iou_scores.argmax(-1)][:, None].float()  # [N, 1, H, W]
+    scale = torch.tensor([chosen.shape[-1], chosen.shape[-2]] * 2, device=frames.device, dtype=torch.float32)
+    rois = torch.cat([torch.arange(n, device=frames.device, dtype=torch.float32)[:, None],
+                      frames.float() * scale], 1)
+    cells = roi_align(chosen, rois.to(chosen.device), output_size=grid, sampling_ratio=2, aligned=True)
+    return torch.where(cells.reshape(n, -1) > 0, 1.0, -1.0)
+
+
 def flatten_regions(prompts: Prompts, image_index: Tensor | None) -> tuple[Prompts, Tensor]:
     """Prompts [B, R, ...] (or [N, 1, ...] with ``image_index`` [N]) -> flat prompts [N, 1, ...] and
     the image of every region [N]."""
@@ -184,6 +204,11 @@ class SCAModel(nn.Module):
         self.task_tokens = nn.Embedding(config.num_tasks * config.num_task_tokens, h)
         init_new_module(self.projection)
         init_new_module(self.task_tokens)
+        # config.mask_token: SAM's mask in the region's frame -> one more token for the mixer
+        self.mask_embedding = None
+        if config.mask_token:
+            self.mask_embedding = nn.Linear(MASK_GRID * MASK_GRID, block["hidden_size"])
+            init_new_module(self.mask_embedding)
         # Training only (config.box_loss_weight > 0): the region's box from its Q caption queries.
         self.box_head = None
         if config.box_loss_weight > 0:
@@ -312,6 +337,20 @@ class SCAModel(nn.Module):
         frames = self.region_frames(prompts, seg).to(pe.device, torch.float32)  # [N, 4]
         return pe + box_frame_encoding(self.segmenter, frames, pe.shape[-2:]).to(pe.dtype)
 
+    def region_mask_grid(self, prompts: Prompts | None, seg: SegmenterOutput) -> Tensor:
+        """[N, G*G] SAM's chosen mask of each flat region in its frame (``region_frames``), +1 inside
+        and -1 outside (``mask_in_frame``); ``seg.mask_grid`` when a caller computed it already."""
+        if seg.mask_grid is not None:
+            return seg.mask_grid[:, 0]
+        if seg.masks is None:
+            raise ValueError("SCAConfig.mask_token: the mixer reads SAM's mask, but these segments carry neither "
+                             "masks nor mask_grid; give uncached segments")
+        if prompts is None:
+            raise ValueError("SCAConfig.mask_token: the mask is resampled in the region's box; pass prompts "
+                             "to visual_prefix")
+        frames = self.region_frames(prompts, seg)
+        return mask_in_frame(seg.masks[:, 0], seg.iou_scores[:, 0], frames)
+
     def _prefix(self, queries: Tensor, task_ids: Tensor) -> Tensor:
         lm_dtype = self.lm.model.get_input_embeddings().weight.dtype
         projected = self.projection(queries).to(lm_dtype)
@@ -329,13 +368,17 @@ class SCAModel(nn.Module):
         dtype = self.projection.weight.dtype
         pe = pe.to(dtype)
         tokens, image_tokens = seg.tokens[:, 0].to(dtype), seg.image_tokens[:, 0].to(dtype)  # [N, T, C], [N, hw, C]
+        extra = None
+        if self.mask_embedding is not None:
+            extra = self.mask_embedding(self.region_mask_grid(prompts, seg).to(dtype))[:, None]  # [N, 1, C]
         if seg.token_mask is None:
-            return self.mixer(tokens, image_tokens, pe)
+            return self.mixer(tokens, image_tokens, pe, extra)
         counts = seg.token_mask[:, 0].sum(1)  # [N]; each region's own tokens come first
         parts, order = [], []
         for c in torch.unique(counts).tolist():
             rows = torch.nonzero(counts == c).flatten()
-            parts.append(self.mixer(tokens[rows, :c], image_tokens[rows], pe if pe.shape[0] == 1 else pe[rows]))
+            parts.append(self.mixer(tokens[rows, :c], image_tokens[rows], pe if pe.shape[0] == 1 else pe[rows],
+                                    None if extra is None else extra[rows]))
             order.append(rows)
         order = torch.cat(order)
         inverse = torch.empty_like(order)
@@ -382,7 +425,7 @@ class SCAModel(nn.Module):
                 raise ValueError(f"segments hold {segments.tokens.shape[0]} regions for {image_index.shape[0]} prompts")
             seg = SegmenterOutput(*(None if t is None else t.to(self.device) for t in
                                     (segments.masks, segments.iou_scores, segments.tokens, segments.image_tokens,
-                                     segments.token_mask)))
+                                     segments.token_mask, segments.mask_grid)))
         else:
             if features is None:
                 if pixel_values is None:

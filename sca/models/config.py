@@ -59,6 +59,11 @@ class SCAConfig:
         region must learn a box-relative place from the PE of the box's corners, which a small mixer
         learns slowly; in the box frame one learned query reads the same relative place of every
         region (docs/ablations.md "Shape"). Omitted from ``to_dict`` when False.
+    mask_token: give the mixer one more token beside SAM's: a learned linear embedding of SAM's chosen
+        mask (highest predicted IoU) resampled to a 16 x 16 grid over the region's frame (the frame of
+        ``box_frame_pe``), as +1 inside and -1 outside. False: the paper's mixer. The mask is what SAM
+        says the region is; its outline is finer than the image tokens' grid (a small object covers a
+        few tokens), and from the tokens alone a small mixer learns a region's outline slowly (docs/ablations.md "The mask as a token"). Omitted from ``to_dict`` when False.
     dtype: the one floating dtype every part is built in (segmenter, mixer, projection, task
         tokens, LM): "float32" (default), "bfloat16" or "float16"; a torch.dtype is accepted and
         stored by name. A checkpoint's own dtype (e.g. a ``torch_dtype`` in an LM config) does not
@@ -83,6 +88,7 @@ class SCAConfig:
     multimask_output: bool = True
     box_loss_weight: float = 0.0
     box_frame_pe: bool = False
+    mask_token: bool = False
     dtype: str = "float32"
     anything: dict[str, Any] | None = None
 
@@ -106,6 +112,8 @@ class SCAConfig:
         self.box_loss_weight = float(self.box_loss_weight)
         if not isinstance(self.box_frame_pe, bool):
             raise ValueError(f"SCAConfig.box_frame_pe must be true or false, got {self.box_frame_pe!r}")
+        if not isinstance(self.mask_token, bool):
+            raise ValueError(f"SCAConfig.mask_token must be true or false, got {self.mask_token!r}")
         if self.anything is not None:
             check_anything_defaults(self.anything, "SCAConfig.anything")
 
@@ -117,6 +125,8 @@ class SCAConfig:
             del d["box_loss_weight"]
         if not d["box_frame_pe"]:  # likewise
             del d["box_frame_pe"]
+        if not d["mask_token"]:  # likewise
+            del d["mask_token"]
         return d
 
     @classmethod

@@ -89,18 +89,24 @@ class TextFeatureMixer(nn.Module):
         self.gradient_checkpointing = False
         init_new_module(self)
 
-    def forward(self, sam_tokens: Tensor, image_tokens: Tensor, image_pe: Tensor) -> Tensor:
+    def forward(self, sam_tokens: Tensor, image_tokens: Tensor, image_pe: Tensor,
+                extra_tokens: Tensor | None = None) -> Tensor:
         """
         Args:
             sam_tokens: [N, T, C] output tokens of SAM's two-way transformer, per region.
             image_tokens: [N, h*w, C] SAM's updated image tokens, per region.
             image_pe: [1, C, h, w] image positional encoding, or [N, C, h, w], one per region.
+            extra_tokens: [N, E, C] more tokens mixed with the queries (the embedded mask of
+                ``SCAConfig.mask_token``), after SAM's; kept with ``use_sam_tokens`` False.
         Returns:
             [N, Q, C] mixed caption queries.
         """
         n = sam_tokens.shape[0]
         queries = self.queries.weight.to(sam_tokens.dtype).unsqueeze(0).expand(n, -1, -1)
-        tokens = torch.cat([queries, sam_tokens], dim=1) if self.use_sam_tokens else queries
+        parts = [queries, sam_tokens] if self.use_sam_tokens else [queries]
+        if extra_tokens is not None:
+            parts.append(extra_tokens.to(sam_tokens.dtype))
+        tokens = torch.cat(parts, dim=1) if len(parts) > 1 else queries
         # SamTwoWayTransformer takes images as [N, C, H, W] and flattens them to [N, 1, H*W, C];
         # [N, C, h*w, 1] flattens to the same tokens without a copy of the tokens here.
         keys = image_tokens.transpose(1, 2).unsqueeze(-1)

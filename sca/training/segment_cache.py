@@ -11,7 +11,8 @@ A region view is keyed by its image id, the view's geometry (scale, offset, flip
 prompt's bytes. The cache is bounded (``max_mb``): once full it stores nothing more and the
 segmenter runs for the regions it does not hold, so memory stays within the bound whatever the
 dataset. Masks are not kept (the caption loss does not read them): ``SCAModel.forward`` given
-``segments`` returns ``masks=None``.
+``segments`` returns ``masks=None``. A captioner whose mixer reads SAM's mask (``SCAConfig.mask_token``)
+gets the chosen mask in the region's frame (``mask_grid``, G*G values a region) kept instead.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class SegmentCache:
     """Frozen-segmenter outputs per region view, computed at most once while the cache has room.
 
     Args:
-        max_mb: bound on the bytes held (tokens, image tokens, IoU estimates), in MiB.
+        max_mb: bound on the bytes held (tokens, image tokens, IoU estimates, mask grids), in MiB.
     """
 
     def __init__(self, max_mb: float = 2048.0):
@@ -41,7 +42,7 @@ class SegmentCache:
         self.hits = 0
         self.misses = 0
         self.full = False
-        self._rows: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
+        self._rows: dict[tuple, tuple[Tensor, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -64,14 +65,16 @@ class SegmentCache:
         return out
 
     def segments(self, model, batch, inputs: dict[str, Any]) -> SegmenterOutput:
-        """SAM's outputs ([N, 1, ...], masks left out) for the flat regions of ``inputs``; regions
-        not held are computed in one encoder call over their images and one decoder call."""
+        """SAM's outputs ([N, 1, ...], masks left out; ``mask_grid`` for a captioner with
+        ``mask_token``) for the flat regions of ``inputs``; regions not held are computed in one
+        encoder call over their images and one decoder call."""
         core = getattr(model, "module", model)
         if core.segmenter.trainable_module_names():
             raise ValueError("the segment cache needs a frozen segmenter; this one trains "
                              f"{core.segmenter.trainable_module_names()}")
         keys = self.keys(batch, inputs)
-        rows: list[tuple[Tensor, Tensor, Tensor] | None] = [self._rows.get(k) for k in keys]
+        with_grid = bool(getattr(core.config, "mask_token", False))
+        rows: list[tuple[Tensor, ...] | None] = [self._rows.get(k) for k in keys]
         missing = [k for k, r in enumerate(rows) if r is None]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
@@ -86,15 +89,23 @@ class SegmentCache:
                 seg = core.segment_regions(features, prompts, local.to(device))
             if seg.token_mask is not None:
                 raise ValueError("the segment cache holds regions of one prompt kind (boxes) only")
+            grid = core.region_mask_grid(prompts, seg)[:, None] if with_grid else None
             for j, k in enumerate(missing):
                 row = (seg.tokens[j].detach().clone(), seg.image_tokens[j].detach().clone(),
                        seg.iou_scores[j].detach().clone())
+                if grid is not None:
+                    row += (grid[j].clone(),)
                 rows[k] = row
                 self._store(keys[k], row)
+        if with_grid and any(len(r) < 4 for r in rows):
+            raise ValueError("the segment cache holds regions without their mask grid: one cache serves one "
+                             "captioner configuration")
         tokens, image_tokens, ious = (torch.stack([r[i] for r in rows]) for i in range(3))
-        return SegmenterOutput(masks=None, iou_scores=ious, tokens=tokens, image_tokens=image_tokens)
+        grids = torch.stack([r[3] for r in rows]) if with_grid else None
+        return SegmenterOutput(masks=None, iou_scores=ious, tokens=tokens, image_tokens=image_tokens,
+                               mask_grid=grids)
 
-    def _store(self, key: tuple, row: tuple[Tensor, Tensor, Tensor]) -> None:
+    def _store(self, key: tuple, row: tuple[Tensor, ...]) -> None:
         if key in self._rows or self.full:
             return
         size = sum(t.numel() * t.element_size() for t in row)

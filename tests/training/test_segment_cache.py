@@ -13,7 +13,7 @@ def _weights(run_dir):
     return load_file(str(run_dir / "model" / "model.safetensors"))
 
 
-def _batch_and_model(root, hflip):
+def _batch_and_model(root, hflip, **config):
     from sca.models.captioner import SCAModel
     from sca.models.config import SCAConfig
     from sca.training.collate import RegionCollator
@@ -22,7 +22,7 @@ def _batch_and_model(root, hflip):
     torch.manual_seed(0)
     model = SCAModel(SCAConfig.from_dict({"image_encoder": {"name": "tiny-sam"},
                                           "language_model": {"name": "tiny-gpt2", "dropout": 0.0},
-                                          "num_mixer_layers": 1}))
+                                          "num_mixer_layers": 1, **config}))
     model.train()
     seg = model.segmenter
     data = DataConfig.from_dict({"train_records": str(root / "train.jsonl.gz"), "images": str(root),
@@ -33,11 +33,13 @@ def _batch_and_model(root, hflip):
     return model, train, collate
 
 
-def test_cached_segments_give_the_same_loss_and_gradients_in_both_views(synthetic_root):
+@pytest.mark.parametrize("config", [{}, {"box_frame_pe": True, "mask_token": True}], ids=["paper", "mask-token"])
+def test_cached_segments_give_the_same_loss_and_gradients_in_both_views(synthetic_root, config):
+    # mask_token: the cache keeps each region's mask grid (its masks are dropped) and gives the same bits
     from sca.training.sca_task import CaptionLoss
     from sca.training.segment_cache import SegmentCache
 
-    model, train, collate = _batch_and_model(synthetic_root, hflip=0.0)
+    model, train, collate = _batch_and_model(synthetic_root, hflip=0.0, **config)
     # Two batches of the same images: one as they are, one flipped (the view is in the key).
     plain = collate([train[i] for i in range(4)])
     train.transform.hflip = 1.0

@@ -140,6 +140,8 @@ class SegmenterOutput:
     token_mask: [B, R, T] bool, True for a region's own tokens, when regions of different prompt
         kinds have different token counts (each region's tokens come first, zeros after); None when
         every region has all T.
+    mask_grid: [B, R, G*G] the chosen mask in the region's frame (``SCAModel.region_mask_grid``),
+        when a caller computed it already (the segment cache); None otherwise.
     """
 
     masks: Tensor
@@ -147,6 +149,7 @@ class SegmenterOutput:
     tokens: Tensor
     image_tokens: Tensor
     token_mask: Tensor | None = None
+    mask_grid: Tensor | None = None
 
     def reshape(self, batch: int, regions: int) -> SegmenterOutput:
         """[N, 1, ...] -> [batch, regions, ...] (N = batch * regions)."""
@@ -154,7 +157,7 @@ class SegmenterOutput:
             return None if t is None else t.reshape(batch, regions, *t.shape[2:])
 
         return SegmenterOutput(r(self.masks), r(self.iou_scores), r(self.tokens), r(self.image_tokens),
-                               r(self.token_mask))
+                               r(self.token_mask), r(self.mask_grid))
 
 
 # ---------------------------------------------------------------------------------------------------
