@@ -19,7 +19,12 @@ fitting regions (a gap is overfitting), and the mask head's test loss when it is
     .venv/bin/python scripts/probe_mixer_training.py --fit-data data/generated/synthetic-weak --box-frame-pe
 
 ``--box-frame-pe`` adds to the keys' image PE the PE at each token's place in the region's box, as
-``SCAConfig.box_frame_pe`` does (``sca.models.captioner.box_frame_encoding``).
+``SCAConfig.box_frame_pe`` does (``sca.models.captioner.box_frame_encoding``). ``--mask-token`` gives
+the mixer one more token, a learned linear embedding of SAM's chosen mask in the region's box (16 x 16,
++1 / -1), as ``SCAConfig.mask_token`` does (``sca.models.captioner.mask_in_frame``); ``--mask-keys``
+instead adds to each image token a learned embedding of the share of its cell inside that mask.
+
+    .venv/bin/python scripts/probe_mixer_training.py --fit-data data/generated/synthetic-weak --box-frame-pe --mask-token
 """
 
 from __future__ import annotations
@@ -37,15 +42,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from probe_segmenter import region_attributes  # noqa: E402
 
 ATTRIBUTES = ("colour", "shape", "size", "place")
-MASK_GRID = 16
+MASK_GRID = 16  # as sca.models.captioner.MASK_GRID
 
 
 @torch.no_grad()
 def segment_regions(segmenter, records: str, images: str) -> tuple[dict[str, torch.Tensor], list[str]]:
     """SAM's outputs for every region of ``records`` (box prompts, no augmentation): output tokens
-    [N, T, C], updated image tokens [N, h*w, C] and the chosen mask inside its box [N, G*G] (0/1)."""
-    from torchvision.ops import roi_align
-
+    [N, T, C], updated image tokens [N, h*w, C], the chosen mask inside its box [N, G*G] (0/1) and
+    the share of each token's cell inside that mask [N, h*w]."""
+    from sca.models.captioner import mask_in_frame
     from sca.training.collate import RegionCollator, make_loader
     from sca.training.run import DataConfig, build_datasets
     from sca.training.sca_task import region_inputs
@@ -64,14 +69,13 @@ def segment_regions(segmenter, records: str, images: str) -> tuple[dict[str, tor
         out = segmenter.decode(encoded, inputs["prompts"], multimask_output=True)
         n = len(index)
         parts["tokens"].append(out.tokens[:, 0])
-        parts["frames"].append(inputs["prompts"].boxes[:, 0] / segmenter.image_size)
         parts["image_tokens"].append(out.image_tokens[:, 0])
+        frames = inputs["prompts"].boxes[:, 0] / segmenter.image_size
+        parts["frames"].append(frames)
+        parts["mask"].append((mask_in_frame(out.masks[:, 0], out.iou_scores[:, 0], frames, MASK_GRID) > 0).float())
         logits = out.masks[:, 0][torch.arange(n), out.iou_scores[:, 0].argmax(1)][:, None].float()
         side = int(out.image_tokens.shape[2] ** 0.5)
         parts["in_mask"].append(F.adaptive_avg_pool2d(torch.sigmoid(logits), side).reshape(n, -1))
-        boxes = inputs["prompts"].boxes[:, 0] * logits.shape[-1] / segmenter.image_size
-        rois = torch.cat([torch.arange(n, dtype=boxes.dtype)[:, None], boxes], 1)
-        parts["mask"].append((roi_align(logits, rois, output_size=MASK_GRID, aligned=True) > 0).float().reshape(n, -1))
         for rids in batch.region_ids:
             ids.extend(rids)
     return {k: torch.cat(v).float() for k, v in parts.items()}, ids

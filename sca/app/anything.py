@@ -248,6 +248,13 @@ def _decode_points(captioner, enc, pts: np.ndarray) -> tuple[Tensor, Tensor]:
     return seg.masks[:, 0].float().cpu(), seg.iou_scores[:, 0].float().cpu()
 
 
+# Freed chunks of candidate logits at least this large are handed back to the system at once: the
+# heap would keep such blocks (sca.app.heap; a chunk is 64 MiB at 1 megapixel). Smaller chunks are
+# reused as they are, and a trim after each (about 2 ms) would cost more than scanning them (a chunk
+# of a 128-px image is 1 MiB).
+TRIM_MIN_BYTES = 8 << 20
+
+
 def scan_candidates(captioner, enc, config: AnythingConfig, report: AnythingReport, progress: bool = False):
     """Yield ``_Scored`` chunks (at most ``mask_chunk_size`` candidates) of every grid point's masks
     whose predicted IoU is > ``config.pred_iou_thresh``; counts go to ``report``."""
@@ -272,9 +279,11 @@ def scan_candidates(captioner, enc, config: AnythingConfig, report: AnythingRepo
             logits = proc.content_logits(low[sel], geom)  # [k, ch, cw]
             if (wh, ww) != tuple(logits.shape[-2:]):
                 logits = F.interpolate(logits[:, None], size=(wh, ww), mode="bilinear", align_corners=False)[:, 0]
+            nbytes = logits.numel() * logits.element_size()
             yield _Scored(start + sel // m, sel % m, iou[sel], logits)
             del logits
-            release_free_memory()  # the freed logits would otherwise stay in the heap (sca.app.heap)
+            if nbytes >= TRIM_MIN_BYTES:
+                release_free_memory()  # the freed logits would otherwise stay in the heap (sca.app.heap)
         del low
 
 
