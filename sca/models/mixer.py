@@ -4,7 +4,8 @@ A two-way transformer of the same block type as SAM's mask decoder (transformers
 ``SamTwoWayTransformer``, reused rather than copied) with N layers (12 in every reported model):
 
 - queries: [8 learned caption queries] + the OUTPUT tokens of SAM's two-way transformer for
-  [iou, 4 mask, prompt tokens] -> 15 tokens for a box prompt;
+  [iou, 4 mask, prompt tokens] -> 15 tokens for a box prompt (+ ``extra_tokens`` after them: the
+  embedded default's mask token, ``SCAConfig.mask_token``, not in the paper);
 - keys: SAM's UPDATED image tokens for the region; key PE: the image PE;
 - query PE: the mixer's own input tokens (SAM's convention: the first layer skips PE in
   self-attention; PE is re-added before every cross-attention and the final attention).

@@ -188,9 +188,11 @@ def test_bad_inputs_name_the_value(model, pixels):
         model.segmenter.decode(model.encode_images(pixels), Prompts(boxes=BOXES[:1]))
 
 
-@pytest.mark.parametrize(("lm_name", "freeze_lm"), [("tiny-gpt2", True), ("tiny-gpt2", False), ("tiny-llama", True)])
-def test_gradient_checkpointing_recomputes_and_changes_nothing(lm_name, freeze_lm, pixels):
-    config = dataclasses.replace(TINY_CONFIG, language_model={"name": lm_name}, freeze_lm=freeze_lm)
+@pytest.mark.parametrize(("lm_name", "freeze_lm", "mixer_inputs"),
+                         [("tiny-gpt2", True, {}), ("tiny-gpt2", False, {}), ("tiny-llama", True, {}),
+                          ("tiny-gpt2", True, {"box_frame_pe": True, "mask_token": True})])
+def test_gradient_checkpointing_recomputes_and_changes_nothing(lm_name, freeze_lm, mixer_inputs, pixels):
+    config = dataclasses.replace(TINY_CONFIG, language_model={"name": lm_name}, freeze_lm=freeze_lm, **mixer_inputs)
     torch.manual_seed(0)
     plain = SCAModel(config)
     checkpointed = SCAModel(config)
@@ -216,6 +218,7 @@ def test_gradient_checkpointing_recomputes_and_changes_nothing(lm_name, freeze_l
     torch.testing.assert_close(results[1][0], results[0][0])
     assert results[0][1].keys() == results[1][1].keys() and len(results[0][1]) > 10
     assert any(n.startswith("lm.") for n in results[0][1]) == (not freeze_lm)
+    assert ("mask_embedding.weight" in results[0][1]) == bool(mixer_inputs.get("mask_token"))
     for name, grad in results[0][1].items():
         torch.testing.assert_close(results[1][1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
     # Inference is untouched: no recomputation without gradients.
