@@ -117,9 +117,9 @@ MASK_GRID = 16  # side of the grid SAM's mask is resampled to in the region's fr
 def mask_in_frame(masks: Tensor, iou_scores: Tensor, frames: Tensor, grid: int = MASK_GRID) -> Tensor:
     """SAM's chosen mask of each region in its frame: masks [N, M, H, W] low-resolution logits,
     iou_scores [N, M], frames [N, 4] (x0 y0 x1 y1 as fractions of the input square) -> [N, grid *
-    grid], +1 where the chosen mask (highest predicted IoU) holds the cell's centre, else -1. The
-    logits are averaged over each cell (torchvision's RoIAlign, two samples a side) before the
-    threshold, so a frame larger than the grid's cells does not alias."""
+    grid], +1 where the chosen mask's (highest predicted IoU) logits averaged over the cell are
+    positive, else -1. Averaging over each cell (torchvision's RoIAlign, two samples a side) before
+    the threshold keeps a frame much larger than the grid from aliasing."""
     from torchvision.ops import roi_align
 
     n = masks.shape[0]

@@ -63,7 +63,8 @@ class SCAConfig:
         mask (highest predicted IoU) resampled to a 16 x 16 grid over the region's frame (the frame of
         ``box_frame_pe``), as +1 inside and -1 outside. False: the paper's mixer. The mask is what SAM
         says the region is; its outline is finer than the image tokens' grid (a small object covers a
-        few tokens), and from the tokens alone a small mixer learns a region's outline slowly (docs/ablations.md "The mask as a token"). Omitted from ``to_dict`` when False.
+        few tokens), and from the tokens alone a small mixer learns a region's outline slowly
+        (docs/ablations.md "The mask as a token"). Omitted from ``to_dict`` when False.
     dtype: the one floating dtype every part is built in (segmenter, mixer, projection, task
         tokens, LM): "float32" (default), "bfloat16" or "float16"; a torch.dtype is accepted and
         stored by name. A checkpoint's own dtype (e.g. a ``torch_dtype`` in an LM config) does not
