@@ -42,7 +42,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from probe_segmenter import region_attributes  # noqa: E402
 
 ATTRIBUTES = ("colour", "shape", "size", "place")
-MASK_GRID = 16  # as sca.models.captioner.MASK_GRID
 
 
 @torch.no_grad()
@@ -50,7 +49,7 @@ def segment_regions(segmenter, records: str, images: str) -> tuple[dict[str, tor
     """SAM's outputs for every region of ``records`` (box prompts, no augmentation): output tokens
     [N, T, C], updated image tokens [N, h*w, C], the chosen mask inside its box [N, G*G] (0/1) and
     the share of each token's cell inside that mask [N, h*w]."""
-    from sca.models.captioner import mask_in_frame
+    from sca.models.captioner import MASK_GRID, mask_in_frame
     from sca.training.collate import RegionCollator, make_loader
     from sca.training.run import DataConfig, build_datasets
     from sca.training.sca_task import region_inputs
@@ -104,7 +103,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"--steps must be >= 5, got {args.steps}")
 
     from sca.models import load_registries
-    from sca.models.captioner import box_frame_encoding
+    from sca.models.captioner import MASK_GRID, box_frame_encoding
     from sca.models.mixer import TextFeatureMixer
 
     torch.set_num_threads(args.threads)
@@ -147,10 +146,8 @@ def main(argv=None) -> int:
         keys = rows["image_tokens"]
         if args.mask_keys:
             keys = keys + mask_embed(rows["in_mask"][..., None])
-        tokens = rows["tokens"]
-        if args.mask_token:
-            tokens = torch.cat([tokens, mask_token(rows["mask"] * 2 - 1)[:, None]], 1)
-        queries = mixer(tokens, keys, keys_pe).flatten(1)
+        extra = mask_token(rows["mask"] * 2 - 1)[:, None] if args.mask_token else None
+        queries = mixer(rows["tokens"], keys, keys_pe, extra).flatten(1)
         return [head(queries) for head in heads], mask_head(queries)
 
     @torch.no_grad()
